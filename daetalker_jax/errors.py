@@ -1,0 +1,56 @@
+"""User-facing errors and the CLI wrapper that turns them into a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one message naming the problem and the fix."""
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Runs a CLI `main`, printing UserError without a traceback and exiting with status 2."""
+    try:
+        code = main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are kept; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Creates `path` if needed and checks that files can be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror}); choose another --out") from e
+    return path
+
+
+@contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling path; renames it to `final` only if the block succeeds.
+
+    Readers therefore never see a half-written file, and an interrupted job leaves only a `.tmp-`
+    file that the next run overwrites.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

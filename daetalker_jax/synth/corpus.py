@@ -1,0 +1,206 @@
+"""Plans and writes the synthetic corpus: one mp4 per utterance (25 fps + 16 kHz speech), a JSON
+sidecar of per-frame ground truth per clip, a manifest with train/val/test splits.
+
+Layout of OUT:
+  corpus.json            the settings the corpus was made with (a resumed run must match them)
+  clips/<id>.mp4         H.264 video + AAC speech, like any real talking-head dataset
+  clips/<id>.json        ground truth: mouth track, yaw/pitch/roll, blink, face box, metadata
+  manifest.json          every clip with its split, text, voice, duration; written last
+  preview.png            contact sheet (written by the CLI)
+Validation and test clips speak sentences never used in training; half of the test clips use a
+held-out voice. Every file is written under a temporary name and renamed when complete, so an
+interrupted run resumes by skipping the clips whose mp4 and sidecar both exist.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from daetalker_jax.errors import UserError, atomic_path
+from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, write_mp4
+from daetalker_jax.synth import articulation, motion, speech
+from daetalker_jax.synth.identity import Identity
+from daetalker_jax.synth.render import FrameState, Renderer
+
+SPLIT_CYCLE = ("train", "val", "test") + ("train",) * 7   # ~80/10/10, every split present from 3 clips
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    clip_id: str
+    split: str
+    identity: int
+    seed: int
+    text: str | None = None
+    voice: str | None = None
+    speed: int = 155
+    pitch: int = 50
+    speech_file: str | None = None
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    minutes: float
+    size: int
+    seed: int
+    identities: int
+    voices: tuple[str, ...]
+    held_out_voices: tuple[str, ...]
+    sentences: tuple[str, ...]
+    speech_files: tuple[str, ...] = ()
+
+
+def _estimate_seconds(text: str, speed: int) -> float:
+    return 0.75 * len(text.split()) / (speed / 60) + 0.5
+
+
+def plan(settings: CorpusSettings) -> list[ClipSpec]:
+    """Deterministic clip list for the settings: enough TTS clips for `minutes` of speech, then one
+    test clip per user speech file."""
+    if not settings.sentences:
+        raise UserError("the sentence list is empty; give a --sentences file with one sentence per line")
+    if not settings.voices or not settings.held_out_voices:
+        raise UserError("need at least one training voice and one held-out voice")
+    for voice in settings.voices + settings.held_out_voices:
+        speech.check_voice(voice)
+    rng = np.random.default_rng([settings.seed, 31337])
+    order = rng.permutation(len(settings.sentences))
+    n_eval = max(1, len(order) // 10) if len(order) >= 3 else 0
+    pools = {"val": order[:n_eval], "test": order[n_eval:2 * n_eval], "train": order[2 * n_eval:]}
+    if n_eval == 0:   # too few sentences to hold any out: every split reuses them, said in the manifest
+        pools = {"train": order, "val": order, "test": order}
+    used = {k: 0 for k in pools}
+    clips: list[ClipSpec] = []
+    total = 0.0
+    while total < settings.minutes * 60 or len(clips) < 3:
+        i = len(clips)
+        split = SPLIT_CYCLE[i % len(SPLIT_CYCLE)]
+        text = settings.sentences[pools[split][used[split] % len(pools[split])]]
+        used[split] += 1
+        voices = settings.held_out_voices if split == "test" and used["test"] % 2 == 1 else settings.voices
+        speed = int(rng.choice(speech.SPEEDS))
+        clips.append(ClipSpec(
+            clip_id=f"{split}_{i:05d}", split=split, identity=i % settings.identities, seed=int(rng.integers(2**31)),
+            text=text, voice=str(voices[rng.integers(len(voices))]), speed=speed,
+            pitch=int(rng.choice(speech.PITCHES))))
+        total += _estimate_seconds(text, speed)
+    for j, path in enumerate(settings.speech_files):
+        clips.append(ClipSpec(clip_id=f"user_{j:03d}", split="test", identity=0, seed=int(rng.integers(2**31)),
+                              speech_file=str(Path(path).resolve())))
+    return clips
+
+
+def speech_for(spec: ClipSpec) -> np.ndarray:
+    """The clip's audio (16 kHz mono): TTS, or the user's file; rejects silence-only files."""
+    if spec.speech_file is None:
+        return speech.synthesize(spec.text, spec.voice, spec.speed, spec.pitch)
+    audio = load_audio(spec.speech_file)
+    if articulation.loudness(audio).max() < 0.2 or np.abs(audio).max() < 1e-3:
+        raise UserError(f"speech file {spec.speech_file} holds only silence; give a recording with speech")
+    return audio
+
+
+@lru_cache(maxsize=8)
+def _renderer(identity: int, size: int) -> Renderer:
+    return Renderer(Identity.from_seed(identity), size)
+
+
+def ground_truth(audio: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Per-frame mouth track and head motion for one utterance."""
+    mouth = articulation.mouth_track(audio)
+    n = len(mouth["opening"])
+    loud100 = articulation.loudness(audio)
+    loud = np.interp((np.arange(n) + 0.5) / FPS * 100, np.arange(len(loud100)), loud100)
+    return {**mouth, **motion.head_motion(loud, np.random.default_rng([seed, 2]))}
+
+
+def render_clip(spec: ClipSpec, size: int, out_dir: Path) -> dict:
+    """Synthesizes, renders and writes one clip; returns its manifest row."""
+    audio = speech_for(spec)
+    gt = ground_truth(audio, spec.seed)
+    n = len(gt["opening"])
+    audio = np.pad(audio, (0, max(0, n * SAMPLE_RATE // FPS - len(audio))))[: n * SAMPLE_RATE // FPS]
+    renderer = _renderer(spec.identity, size)
+    states = [FrameState(yaw=gt["yaw"][k], pitch=gt["pitch"][k], roll=gt["roll"][k], opening=gt["opening"][k],
+                         width=gt["width"][k], rounding=gt["rounding"][k], blink=gt["blink"][k],
+                         shoulder=(gt["shoulder_x"][k], gt["shoulder_y"][k])) for k in range(n)]
+    row = {**asdict(spec), "file": f"clips/{spec.clip_id}.mp4", "sidecar": f"clips/{spec.clip_id}.json",
+           "n_frames": n, "duration": n / FPS, "size": size}
+    sidecar = {"format_version": FORMAT_VERSION, "fps": FPS, "sample_rate": SAMPLE_RATE, **row,
+               "articulation": {"lead_ms": articulation.LEAD_MS, "smooth_ms": articulation.SMOOTH_MS},
+               "frames": {k: np.round(v, 4).tolist() for k, v in gt.items()},
+               "face_box": np.round([renderer.face_box(s) for s in states], 2).tolist()}
+    # Sidecar first, mp4 last: a clip counts as finished only once its mp4 exists.
+    with atomic_path(out_dir / f"{spec.clip_id}.json") as tmp:
+        tmp.write_text(json.dumps(sidecar))
+    write_mp4(out_dir / f"{spec.clip_id}.mp4", (renderer.render(s) for s in states), audio)
+    return row
+
+
+def _is_done(spec: ClipSpec, out_dir: Path) -> bool:
+    return (out_dir / f"{spec.clip_id}.mp4").exists() and (out_dir / f"{spec.clip_id}.json").exists()
+
+
+def _work(args: tuple[ClipSpec, int, Path]) -> dict:
+    return render_clip(*args)
+
+
+def _row_from_sidecar(spec: ClipSpec, out_dir: Path) -> dict:
+    side = json.loads((out_dir / f"{spec.clip_id}.json").read_text())
+    return {k: side[k] for k in (*asdict(spec), "file", "sidecar", "n_frames", "duration", "size")}
+
+
+def build(settings: CorpusSettings, out: Path, workers: int = 1) -> dict:
+    """Writes (or resumes) the corpus under `out`; returns the manifest."""
+    clips_dir = out / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    record = out / "corpus.json"
+    wanted = {"format_version": FORMAT_VERSION, **asdict(settings)}
+    wanted = json.loads(json.dumps(wanted))
+    if record.exists():
+        if json.loads(record.read_text()) != wanted:
+            raise UserError(f"{out} holds a corpus made with other settings (see {record}); "
+                            "use a new --out, or delete that folder to rebuild it")
+    else:
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(wanted, indent=1))
+    specs = plan(settings)
+    for spec in specs:   # fail on bad user audio before rendering anything
+        if spec.speech_file is not None:
+            speech_for(spec)
+    pending = [s for s in specs if not _is_done(s, clips_dir)]
+    for stale in clips_dir.glob(".tmp-*"):   # left by an interrupted run
+        stale.unlink()
+    rows = {s.clip_id: _row_from_sidecar(s, clips_dir) for s in specs if _is_done(s, clips_dir)}
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="synth clips", unit="clip")
+    jobs = [(s, settings.size, clips_dir) for s in pending]
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for row in pool.imap_unordered(_work, jobs):
+                rows[row["clip_id"]] = row
+                bar.update()
+    else:
+        for job in jobs:
+            row = _work(job)
+            rows[row["clip_id"]] = row
+            bar.update()
+    bar.close()
+    ordered = [rows[s.clip_id] for s in specs]
+    manifest = {
+        "format_version": FORMAT_VERSION, "fps": FPS, "sample_rate": SAMPLE_RATE, "size": settings.size,
+        "splits": {k: [r["clip_id"] for r in ordered if r["split"] == k] for k in ("train", "val", "test")},
+        "held_out_voices": list(settings.held_out_voices),
+        "minutes": round(sum(r["duration"] for r in ordered) / 60, 3),
+        "clips": ordered,
+    }
+    with atomic_path(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    return manifest

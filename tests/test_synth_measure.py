@@ -1,0 +1,55 @@
+"""`measure` recovers mouth opening and head pose from rendered frames within the tolerances stated in
+its docstring, across identities, poses and mouth shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daetalker_jax.synth import measure
+from daetalker_jax.synth.identity import Identity, background
+from daetalker_jax.synth.render import FrameState, Renderer
+
+# size -> (max opening error, max angle error, 95th-percentile angle error), as in the docstring
+TOLERANCE = {256: (0.05, 2.5, 1.5), 128: (0.15, 5.0, 3.6)}
+
+
+def _cases(n_identities: int, per_identity: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for ident in range(n_identities):
+        for _ in range(per_identity):
+            yield ident, FrameState(
+                yaw=rng.uniform(-20, 20), pitch=rng.uniform(-12, 12), roll=rng.uniform(-10, 10),
+                opening=rng.uniform(0, 1), width=rng.uniform(0, 1), rounding=rng.uniform(0, 1),
+                blink=rng.uniform(0, 0.3), shoulder=(rng.uniform(-0.05, 0.05), rng.uniform(-0.03, 0.03)))
+
+
+@pytest.mark.parametrize("size", [256, 128])
+def test_measure_recovers_pose_and_opening(size):
+    errors = []
+    for ident, state in _cases(6, 8, seed=size):
+        frame = Renderer(Identity.from_seed(ident), size).render(state)
+        m = measure(frame)
+        errors.append([m.opening - state.opening, m.yaw - state.yaw, m.pitch - state.pitch, m.roll - state.roll])
+    err = np.abs(np.array(errors))
+    assert np.isfinite(err).all(), "measure returned NaN for an open-eyed face"
+    max_open, max_angle, p95_angle = TOLERANCE[size]
+    assert err[:, 0].max() < max_open, err[:, 0].max()
+    assert err[:, 1:].max() < max_angle, err[:, 1:].max(0)
+    assert np.percentile(err[:, 1:], 95) < p95_angle
+
+
+def test_mouth_states_are_ordered_at_a_fixed_pose():
+    renderer = Renderer(Identity.from_seed(2), 256)
+    openings = np.linspace(0, 1, 6)
+    got = [measure(renderer.render(FrameState(yaw=8, pitch=-5, opening=o))).opening for o in openings]
+    assert np.all(np.diff(got) > 0.1)
+    np.testing.assert_allclose(got, openings, atol=0.05)
+
+
+def test_closed_eyes_and_empty_frames_give_nan():
+    renderer = Renderer(Identity.from_seed(0), 256)
+    closed = measure(renderer.render(FrameState(blink=1.0, opening=0.5)))
+    assert np.isnan(closed.yaw) and np.isnan(closed.pitch)
+    empty = measure(background(Identity.from_seed(0), 256))
+    assert all(np.isnan([empty.opening, empty.yaw, empty.pitch, empty.roll]))
