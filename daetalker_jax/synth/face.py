@@ -65,8 +65,8 @@ PLANES = {
     "brow_b": _plane((0.32, 0.385, 0.80), yaw_deg=14),
     "nostrils": _plane((0.0, -0.175, 1.03), tilt_deg=22),
     "mouth": _plane((0.0, -0.46, 0.82), tilt_deg=8),
-    "ear_a": _plane((-0.79, 0.0, -0.05), yaw_deg=-80),
-    "ear_b": _plane((0.79, 0.0, -0.05), yaw_deg=80),
+    "ear_a": _plane((-0.78, 0.02, -0.08), yaw_deg=-55),
+    "ear_b": _plane((0.78, 0.02, -0.08), yaw_deg=55),
 }
 
 NOSTRIL_X, NOSTRIL_R = 0.052, (0.04, 0.03)

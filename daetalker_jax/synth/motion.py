@@ -9,9 +9,9 @@ from scipy.signal import find_peaks
 
 from daetalker_jax.media import FPS
 
-POSE_STD = {"yaw": 5.0, "pitch": 3.0, "roll": 2.0}       # degrees, of the idle drift
+POSE_STD = {"yaw": 6.0, "pitch": 4.0, "roll": 2.5}       # degrees, of the idle drift
 POSE_LIMIT = {"yaw": 25.0, "pitch": 15.0, "roll": 12.0}
-NOD_DEG, BLINK_RATE_HZ = 2.5, 0.3
+NOD_DEG, BLINK_RATE_HZ = 4.0, 0.3
 BLINK_SHAPE = np.array([0.45, 0.9, 1.0, 0.75, 0.45, 0.2, 0.05])   # fast close, slower opening
 
 
@@ -32,8 +32,8 @@ def head_motion(loud: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
     talk = gaussian_filter1d(loud.astype(np.float64), 6)
     out = {}
     for name, std in POSE_STD.items():
-        drift = std * _smooth_noise(rng, n, sigma_frames=18)
-        lively = 0.4 * std * talk * _smooth_noise(rng, n, sigma_frames=5)
+        drift = std * _smooth_noise(rng, n, sigma_frames=15)
+        lively = 0.6 * std * talk * _smooth_noise(rng, n, sigma_frames=5)
         out[name] = drift + lively
     peaks, props = find_peaks(gaussian_filter1d(loud.astype(np.float64), 1.5), prominence=0.25, distance=8)
     t = np.arange(n)

@@ -108,7 +108,7 @@ class Renderer:
             back = np.array([[-0.84, 0.3, -0.35], [-0.92, low, -0.35], [0.92, low, -0.35], [0.84, 0.3, -0.35]])
             poly(head(back), _rgb(ident.hair, 0.7))
         for name in ("ear_a", "ear_b"):
-            poly(head(face.PLANES[name].lift(face.ellipse(0, 0, 0.09, 0.17))), _rgb(ident.skin, 0.85))
+            poly(head(face.PLANES[name].lift(face.ellipse(0, 0, 0.1, 0.17))), _rgb(ident.skin, 0.8))
 
         canvas = np.array(img)
         self._paint_head(canvas, rot, offset)
