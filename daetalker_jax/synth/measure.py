@@ -3,18 +3,20 @@
 It works from pixels only (no sidecar), so it can score generated frames: find the lips (the only
 strongly red colour), the eye whites (the only near-white one) and the nostrils (near-black blobs
 between eyes and mouth); fit the orthographic camera of the face template to the eye and nostril
-centroids (area centroids of planar shapes project exactly under an orthographic camera); then read
-the mouth's outer height along the mouth's projected vertical axis with sub-pixel edges from colour
-unmixing, remove the lips' fixed thickness and divide by the template's largest gap.
+centroids (area centroids of planar shapes project exactly under an orthographic camera); then
+scan along the mouth's projected vertical axis: the lips' outer edges come from skin/lip colour
+unmixing, the gap between the lips from brightness (teeth are brighter, the inner mouth darker than
+the lips; video codecs keep brightness sharp while they blur colour), divided by the template's
+largest gap.
 
 Accuracy (tests/test_synth_measure.py checks the rendered-frame bounds; yaw within +-20, pitch +-12,
-roll +-10 deg, any mouth shape, eyes at least half open, every identity palette):
-  rendered 256x256: opening within 0.05 of its [0, 1] range, angles within 2.5 deg (95% within 1.5);
-  rendered 128x128: opening within 0.15 (95% within 0.07), angles within 5 deg (95% within 3.6).
-  After H.264 (the corpus mp4s): at 256 the same as rendered (95%: opening 0.05, angles 1.3 deg); at
-  128 angles stay within 6 deg but the opening degrades (median error 0.12, 95% within 0.45),
-  because 4:2:0 colour subsampling washes out 2-pixel lips. Use 256 px when lip sync is scored.
-The angles (and so the opening) are NaN when an eye shows less than 45% of its white (a blink) or no
+roll +-10 deg, any mouth shape, eyes at least 70% open, every identity palette):
+  rendered 256x256: opening within 0.08 of its [0, 1] range (95% within 0.03), angles within
+  2.5 deg (95% within 1.5);
+  rendered 128x128: opening within 0.25 (95% within 0.11), angles within 5 deg (95% within 3.6).
+  From the corpus mp4s (H.264, 4:2:0 colour): at 256, 95% of frames within 0.045 (opening) and
+  1.3 deg; at 128, median opening error 0.04 (95% within 0.12) and 95% of angles within 3.7 deg.
+The angles (and so the opening) are NaN when an eye looks less than about half open (a blink) or no
 face is found.
 """
 
@@ -27,12 +29,14 @@ from scipy import ndimage, optimize
 from scipy.spatial import ConvexHull, QhullError
 
 from daetalker_jax.synth import face
-from daetalker_jax.synth.render import default_supersample
+from daetalker_jax.synth.render import INNER_MOUTH, TEETH, default_supersample
 
 _LANDMARKS = face.landmarks_3d()
 _POINTS_3D = np.stack([_LANDMARKS[k] for k in ("eye_a", "eye_b", "nostrils")])
 _LIP_THICKNESS = face.UPPER_LIP + face.LOWER_LIP
 _EYE_AREA = face.polygon_area(face.eye_outline(200))
+_LUMA = np.array([0.299, 0.587, 0.114])
+_TEETH_LUMA, _INNER_LUMA = float(np.array(TEETH) @ _LUMA), float(np.array(INNER_MOUTH) @ _LUMA)
 MIN_EYE_VISIBLE = 0.3   # share of an open eye (as seen through thresholding) needed for a pose
 
 
@@ -100,15 +104,17 @@ def _fit_pose(points: np.ndarray) -> tuple[float, float, float, float]:
 def _edge(alpha: np.ndarray, step: float) -> float:
     """Distance from the start of `alpha` to its first upward crossing of 0.5 (linear interpolation)."""
     above = np.nonzero(alpha >= 0.5)[0]
-    if len(above) == 0 or above[0] == 0:
+    if len(above) == 0:
         return np.nan
     i = above[0]
+    if i == 0:
+        return 0.0
     return step * (i - 1 + (0.5 - alpha[i - 1]) / (alpha[i] - alpha[i - 1]))
 
 
-def _mouth_height(img: np.ndarray, lips: np.ndarray, down: np.ndarray) -> float:
-    """Outer mouth height (pixels) along the unit image direction `down`, edges found by unmixing
-    the skin colour just outside the mouth and the lip colour."""
+def _mouth_gap(img: np.ndarray, lips: np.ndarray, down: np.ndarray, px_per_unit: float) -> float:
+    """Height (pixels) of the gap between the lips along the unit image direction `down`. The lips'
+    outer edges come from unmixing skin and lip colour."""
     across = np.array([down[1], -down[0]])
     proj = lips @ across
     corner_a, corner_b = lips[np.argmin(proj)], lips[np.argmax(proj)]
@@ -133,7 +139,20 @@ def _mouth_height(img: np.ndarray, lips: np.ndarray, down: np.ndarray) -> float:
 
     top = _edge(alpha(profile), step)
     bottom = _edge(alpha(profile[::-1]), step)
-    return (len(t) - 1) * step - top - bottom
+    if not (np.isfinite(top) and np.isfinite(bottom)):
+        return np.nan
+    # Between the lips' outer edges, brightness alone (which codecs keep sharp) separates the lips
+    # from the teeth (brighter) and the inner mouth (darker): share = how far a sample is from lip
+    # brightness towards either, in [0, 1]; the gap spans the outermost 0.5 crossings.
+    # Start half a lip inside each outer edge, clear of any skin the colour edges let in.
+    first = int(np.ceil((top + 0.5 * face.UPPER_LIP * px_per_unit) / step))
+    last = len(t) - int(np.ceil((bottom + 0.5 * face.LOWER_LIP * px_per_unit) / step))
+    inner = profile[first:max(first + 1, last)] @ _LUMA
+    lip_l = float(lip_color @ _LUMA)
+    share = np.clip(np.maximum((inner - lip_l) / (_TEETH_LUMA - lip_l), (lip_l - inner) / (lip_l - _INNER_LUMA)), 0, 1)
+    if share.max() < 0.9:   # a slit thinner than a pixel: integrate its partial coverage instead
+        return float(share.sum() * step)
+    return (len(share) - 1) * step - _edge(share, step) - _edge(share[::-1], step)
 
 
 def measure(frame: np.ndarray) -> Measurement:
@@ -189,7 +208,9 @@ def measure(frame: np.ndarray) -> Measurement:
     plane = face.PLANES["mouth"]
     v_img = (rot @ -plane.v)[:2] * np.array([1.0, -1.0])   # image direction of the mouth's "down"
     foreshortening = float(np.linalg.norm(v_img))
-    height = _mouth_height(img, lips, v_img / foreshortening) - 1 / default_supersample(img.shape[1])
-    opening = (height / (scale * foreshortening) - _LIP_THICKNESS) / face.MAX_GAP
+    # PIL fills polygons one drawing pixel too large: the lips, drawn last, cover that much of the gap.
+    gap = _mouth_gap(img, lips, v_img / foreshortening, scale * foreshortening)
+    gap += 1 / default_supersample(img.shape[1])
+    opening = gap / (scale * foreshortening) / face.MAX_GAP
     return Measurement(float(np.clip(opening, 0, 1)) if np.isfinite(opening) else np.nan,
                        yaw, pitch, roll, scale)
