@@ -42,11 +42,12 @@ constraints=()
 if .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
   constraints=(-c requirements-lock.txt)
 fi
-stamp=$(cat requirements.txt requirements-lock.txt pyproject.toml | sha256sum | cut -c1-16)
+stamp=$(cat requirements.txt requirements-nodeps.txt requirements-lock.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
   echo "setup: installing the pinned Python packages into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt "${constraints[@]}"
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$stamp" > .venv/.installed
 fi

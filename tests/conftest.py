@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
+# 8 fake CPU devices for the sharding tests; must be set before anything imports jax.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 import json
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
-import pytest
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from daetalker_jax.synth import corpus, speech
-from daetalker_jax.synth.sentences import HARVARD
+from daetalker_jax.synth import corpus, speech  # noqa: E402
+from daetalker_jax.synth.sentences import HARVARD  # noqa: E402
 
 TINY = corpus.CorpusSettings(minutes=0.15, size=64, seed=3, identities=1, voices=speech.TRAIN_VOICES[:2],
                              held_out_voices=speech.HELD_OUT_VOICES, sentences=HARVARD)
@@ -21,6 +27,16 @@ TINY = corpus.CorpusSettings(minutes=0.15, size=64, seed=3, identities=1, voices
 def tiny_corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("corpus")
     return out, corpus.build(TINY, out, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_corpus, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny corpus prepared into a TFDS dataset (sidecar crop and pose)."""
+    from daetalker_jax.data.prepare import PrepareConfig, prepare
+
+    corpus_dir, _ = tiny_corpus
+    out = tmp_path_factory.mktemp("data")
+    return out, prepare(corpus_dir / "manifest.json", out, PrepareConfig(size=64), workers=1)
 
 
 def write_audio(path: Path, audio: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:

@@ -15,7 +15,6 @@ interrupted run resumes by skipping the clips whose mp4 and sidecar both exist.
 from __future__ import annotations
 
 import json
-import multiprocessing
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from daetalker_jax.errors import UserError, atomic_path
 from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, write_mp4
+from daetalker_jax.parallel import imap_unordered
 from daetalker_jax.synth import articulation, motion, speech
 from daetalker_jax.synth.identity import Identity
 from daetalker_jax.synth.render import FrameState, Renderer
@@ -181,17 +181,9 @@ def build(settings: CorpusSettings, out: Path, workers: int = 1) -> dict:
         stale.unlink()
     rows = {s.clip_id: _row_from_sidecar(s, clips_dir) for s in specs if _is_done(s, clips_dir)}
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="synth clips", unit="clip")
-    jobs = [(s, settings.size, clips_dir) for s in pending]
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for row in pool.imap_unordered(_work, jobs):
-                rows[row["clip_id"]] = row
-                bar.update()
-    else:
-        for job in jobs:
-            row = _work(job)
-            rows[row["clip_id"]] = row
-            bar.update()
+    for row in imap_unordered(_work, [(s, settings.size, clips_dir) for s in pending], workers):
+        rows[row["clip_id"]] = row
+        bar.update()
     bar.close()
     ordered = [rows[s.clip_id] for s in specs]
     manifest = {

@@ -1,0 +1,129 @@
+"""Grain input pipelines over the prepared TFDS dataset.
+
+  frames:    global shuffle (a new order every epoch) -> repeat -> this process' shard -> decode
+             (JPEG, in the source) -> optional augmentation -> batch. For the DiffAE.
+  sequences: the same over clips, then a random window of N frames with the aligned log-mel (4 per
+             frame), audio (640 samples per frame), pose and, once extracted, latents; clips shorter
+             than the window are padded and masked. For speech2latent.
+Both are deterministic given the seed; process p of P reads global elements p, p + P, ... so the
+processes cover every epoch disjointly and completely. Iterators checkpoint with orbax through
+`grain.checkpoint.CheckpointSave/CheckpointRestore`. `to_global` glues per-process batches into global
+`jax.Array`s sharded over the mesh's 'data' axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grain
+import numpy as np
+
+from daetalker_jax.data.features import MELS_PER_FRAME
+from daetalker_jax.media import FPS, SAMPLE_RATE
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+DATASET = "daetalker_data"
+
+
+def data_source(data_dir: str, config: str, split: str):
+    """The TFDS ArrayRecord source (random access, TF-free); data_dir may be local or a bucket path."""
+    import tensorflow_datasets as tfds
+
+    return tfds.data_source(f"{DATASET}/{config}", data_dir=data_dir, split=split)
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def of_this_process(cls) -> Shard:
+        import jax
+
+        return cls(jax.process_index(), jax.process_count())
+
+
+def _sharded(source, seed: int, shard: Shard) -> grain.MapDataset:
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    return ds[shard.index::shard.count]
+
+
+def _local_batch(global_batch: int, shard: Shard) -> int:
+    if global_batch % shard.count:
+        raise ValueError(f"global batch {global_batch} is not divisible by {shard.count} processes")
+    return global_batch // shard.count
+
+
+def _iterate(ds: grain.MapDataset, workers: int, prefetch: int) -> grain.IterDataset:
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, prefetch // 2), prefetch_buffer_size=prefetch))
+    if workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return it
+
+
+class _FrameExample(grain.transforms.RandomMap):
+    def __init__(self, augment: bool, hflip: bool):
+        self.augment, self.hflip = augment, hflip
+
+    def random_map(self, ex: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        image = np.asarray(ex["image"])
+        if self.augment:   # mild photometric jitter; geometry is left alone so the pose stays true
+            gain, bias = rng.uniform(0.9, 1.1), rng.uniform(-8, 8)
+            image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+        if self.hflip and rng.random() < 0.5:   # off by default: it mirrors yaw and roll
+            image = image[:, ::-1]
+        return {"image": image, "pose": np.asarray(ex["pose"], np.float32), "clip": np.int32(ex["clip"]),
+                "frame": np.int32(ex["frame"])}
+
+
+def frame_dataset(data_dir: str, split: str, global_batch: int, seed: int = 0, *, shard: Shard = Shard(),
+                  augment: bool = False, hflip: bool = False, workers: int = 0, prefetch: int = 8
+                  ) -> grain.IterDataset:
+    """Endless batches {"image": uint8 (B, H, W, 3), "pose", "clip", "frame"} of this process' shard."""
+    ds = _sharded(data_source(data_dir, "frames", split), seed, shard)
+    ds = ds.random_map(_FrameExample(augment, hflip), seed=seed + 1)
+    return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
+
+
+class _Window(grain.transforms.RandomMap):
+    def __init__(self, frames: int, latents: Mapping[int, np.ndarray] | None):
+        self.frames, self.latents = frames, latents
+
+    def random_map(self, ex: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        n, w = int(ex["n_frames"]), self.frames
+        start = int(rng.integers(0, max(0, n - w) + 1))
+        stop = min(n, start + w)
+
+        def take(x: np.ndarray, per_frame: int) -> np.ndarray:
+            x = np.asarray(x)[start * per_frame: stop * per_frame]
+            pad = [(0, w * per_frame - len(x))] + [(0, 0)] * (x.ndim - 1)
+            return np.pad(x, pad)
+
+        out = {"mel": take(ex["mel"], MELS_PER_FRAME), "audio": take(ex["audio"], SAMPLES_PER_FRAME),
+               "pose": take(ex["pose"], 1), "mask": take(np.ones(n, bool), 1),
+               "clip": np.int32(ex["clip"]), "start": np.int32(start)}
+        if self.latents is not None:
+            out["latents"] = take(self.latents[int(ex["clip"])], 1)
+        return out
+
+
+def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames: int, seed: int = 0, *,
+                     shard: Shard = Shard(), latents: Mapping[int, np.ndarray] | None = None, workers: int = 0,
+                     prefetch: int = 8) -> grain.IterDataset:
+    """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
+    pose (B, W, 3), mask (B, W), latents (B, W, D) when given (keyed by clip index)."""
+    ds = _sharded(data_source(data_dir, "clips", split), seed, shard)
+    ds = ds.random_map(_Window(window_frames, latents), seed=seed + 1)
+    return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh, axis: str = "data") -> dict:
+    """Per-process numpy batch -> global jax.Arrays, leading axis sharded over `axis` of `mesh`."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
