@@ -1,0 +1,1 @@
+"""Data preparation (video -> TFDS array_record) and the Grain input pipelines."""
