@@ -79,7 +79,8 @@ def main() -> None:
     flags.FLAGS.mark_as_parsed()   # grain's worker processes read absl flags
     import jax
 
-    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, devices: {jax.devices()[0].device_kind} x {jax.device_count()}")
+    device = jax.devices()[0].device_kind
+    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, devices: {device} x {jax.device_count()}")
     print("| size | workers | frames/s | target (1 H100 step) | ratio |\n|---|---|---|---|---|")
     for size in args.sizes:
         data_dir = build(args.data, size, args.frames)

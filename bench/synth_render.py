@@ -70,7 +70,7 @@ def main() -> None:
     total_s = t_tts + t_gt + t_render + t_encode
     print(f"machine: {platform.processor() or platform.machine()}, 1 core pinned, python {platform.python_version()}")
     print(f"{n_frames} frames = {video_s:.1f} s of {args.size}x{args.size} video in {len(clips)} clips\n")
-    print(f"| stage | seconds | ms/frame |\n|---|---|---|")
+    print("| stage | seconds | ms/frame |\n|---|---|---|")
     for name, sec in (("espeak-ng TTS", t_tts), ("ground truth", t_gt), ("render", t_render),
                       ("encode H.264+AAC", t_encode), ("total", total_s)):
         print(f"| {name} | {sec:.2f} | {1000 * sec / n_frames:.2f} |")

@@ -19,7 +19,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "Resumable: rerun the same command to continue.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--videos", type=Path, required=True,
-                   help="a folder of videos, the synthetic corpus' manifest.json, or a text file of `path[,split]` lines")
+                   help="a folder of videos, the synthetic corpus' manifest.json, or a text file of "
+                        "`path[,split]` lines")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (DATA_DIR)")
     p.add_argument("--size", type=int, default=128, help="frame size after cropping (square)")
     p.add_argument("--crop", default="face", help="face (square around the detected face), full, or x,y,w,h")

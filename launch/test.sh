@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
+.venv/bin/ruff check daetalker_jax tests bench configs
 exec .venv/bin/python -m pytest -q tests "$@"

@@ -13,7 +13,6 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
 from daetalker_jax.data import pipeline
 
@@ -118,3 +117,14 @@ def test_two_processes_read_disjoint_complete_shards(tiny_dataset, tmp_path):
     for r in reports:
         assert r["global_shape"] == [8, 64, 64, 3] and r["devices"] == 8
     assert reports[0]["local_rows"] == [0, 1, 2, 3] and reports[1]["local_rows"] == [4, 5, 6, 7]
+
+
+def test_worker_processes_give_the_same_batches(tiny_dataset):
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()   # grain workers read absl flags
+    data_dir, _ = tiny_dataset
+    inline = _take(iter(pipeline.frame_dataset(str(data_dir), "train", 4, seed=9)), 5)
+    workers = _take(iter(pipeline.frame_dataset(str(data_dir), "train", 4, seed=9, workers=2)), 5)
+    assert _same(inline, workers)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import read_sidecar, write_audio
+from conftest import read_sidecar
+from PIL import Image
 
 from daetalker_jax.data import clip_cache, pipeline
 from daetalker_jax.data.features import MELS_PER_FRAME
@@ -113,7 +115,8 @@ def _video(path: Path, seconds: float, audio_seconds: float | None, fps: float =
         frames = [renderer.render(FrameState(yaw=5 * np.sin(k / 9), opening=0.3)) for k in range(n)]
     else:
         frames = [background(Identity.from_seed(1), 96)] * n
-    audio = None if audio_seconds is None else 0.2 * np.sin(np.arange(int(audio_seconds * SAMPLE_RATE)) / 9).astype(np.float32)
+    tone = 0.2 * np.sin(np.arange(int((audio_seconds or 0) * SAMPLE_RATE)) / 9).astype(np.float32)
+    audio = None if audio_seconds is None else tone
     if not jitter:
         write_mp4(path, frames, audio, fps=int(fps))
         return path
@@ -181,3 +184,16 @@ def test_bad_arguments(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "daetalker_jax.prepare", *argv], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("crop,expected", [("full", [0, 0, 96]), ("20,10,56,60", [18, 10, 60]),
+                                          ("30,30,80,80", [16, 16, 80])])
+def test_full_frame_and_user_box_crops(tmp_path, crop, expected):
+    """A user box becomes the square around its centre, shifted to stay inside the 96x96 frame."""
+    from daetalker_jax.data.prepare import ClipJob, PrepareConfig, process_clip
+
+    video = _video(tmp_path / "v.mp4", 2.2, 2.2)
+    meta = process_clip(ClipJob(0, "v", str(video), "train"), PrepareConfig(size=32, crop=crop), tmp_path)
+    assert meta["crop"] == expected and meta["n_frames"] == 55
+    clip = clip_cache.load_clip(tmp_path, "v")
+    assert Image.open(io.BytesIO(next(clip.jpegs()))).size == (32, 32)

@@ -70,7 +70,7 @@ BAD_INPUTS = {
     "missing sentence file": (lambda d: ["--sentences", d / "nope.txt"], "does not exist"),
     "unwritable output folder": (lambda d: ["--out", _write(d / "a_file", b"x") / "sub"], "not writable"),
     "empty speech file": (lambda d: ["--speech", _write(d / "empty.wav", b"")], "is empty"),
-    "corrupt speech file": (lambda d: ["--speech", _write(d / "bad.wav", b"RIFF\x00\x01garbage" * 50)], "cannot decode"),
+    "corrupt speech file": (lambda d: ["--speech", _write(d / "bad.wav", b"RIFF\x00\x01junk" * 50)], "cannot decode"),
     "not audio": (lambda d: ["--speech", _write(d / "text.mp3", b"hello, I am text\n" * 100)], "cannot decode"),
     "image, not audio": (lambda d: ["--speech", _png(d / "face.png")], "no audio stream"),
     "missing speech file": (lambda d: ["--speech", d / "missing.wav"], "does not exist"),

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +197,7 @@ def _work(args: tuple[ClipJob, PrepareConfig, Path]) -> tuple[ClipJob, dict | No
     except SkipClip as e:
         return job, None, str(e)
     except Exception as e:  # noqa: BLE001 - one bad clip must not stop the whole job
-        return job, None, f"unexpected error: {type(e).__name__}: {e} ({traceback.format_exc(limit=2).splitlines()[-1]})"
+        return job, None, f"unexpected error: {type(e).__name__}: {e}"
 
 
 def prepare(videos: Path, out: Path, cfg: PrepareConfig, workers: int = 1) -> dict:
