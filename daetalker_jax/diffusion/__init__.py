@@ -1,0 +1,1 @@
+"""Gaussian diffusion (schedule.py) and the lax.scan DDIM sampler / inverter (ddim.py)."""

@@ -1,0 +1,107 @@
+"""Building blocks of the DiffAE UNet and semantic encoder (official phizaz/diffae layout, NHWC).
+
+Compute runs in `dtype` (bf16 by default in the configs), parameters are stored in fp32, and every
+GroupNorm (and the attention softmax) is computed in fp32, as in the official GroupNorm32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+zeros = nnx.initializers.zeros
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding of integer timesteps, [cos, sin] order (official DiffAE)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[:, None] * freqs[None]
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class GroupNorm32(nnx.Module):
+    """GroupNorm(min(32, C)) computed in fp32, returned in the compute dtype."""
+
+    def __init__(self, channels: int, *, rngs: nnx.Rngs):
+        self.norm = nnx.GroupNorm(channels, num_groups=min(32, channels), epsilon=1e-5, dtype=jnp.float32,
+                                  param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.norm(x.astype(jnp.float32)).astype(x.dtype)
+
+
+def conv(cin: int, cout: int, k: int, *, dtype, rngs: nnx.Rngs, zero: bool = False) -> nnx.Conv:
+    kwargs = {"kernel_init": zeros, "bias_init": zeros} if zero else {}
+    return nnx.Conv(cin, cout, kernel_size=(k, k), padding=k // 2, dtype=dtype, param_dtype=jnp.float32,
+                    rngs=rngs, **kwargs)
+
+
+def linear(cin: int, cout: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(cin, cout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def _resample(x: jax.Array, mode: str | None) -> jax.Array:
+    if mode == "up":     # nearest x2
+        return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    if mode == "down":   # 2x2 average pool
+        b, h, w, c = x.shape
+        return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    return x
+
+
+class ResBlock(nnx.Module):
+    """DiffAE ResBlock.
+
+    Conditioned (UNet): h = conv(silu(GN(x))); h = GN(h) * (1 + t_scale) + t_shift; h *= (1 + z_scale);
+    out = skip(x) + zero_conv(dropout(silu(h))). Unconditioned (encoder): skip(x) + conv(silu(GN(x))),
+    one conv only. With `resample`, h (after the first SiLU) and x are up/down-sampled.
+    """
+
+    def __init__(self, cin: int, cout: int, *, emb_dim: int | None, cond_dim: int | None, dropout: float,
+                 resample: str | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.resample = resample
+        self.in_norm = GroupNorm32(cin, rngs=rngs)
+        self.in_conv = conv(cin, cout, 3, dtype=dtype, rngs=rngs)
+        self.conditioned = emb_dim is not None
+        if self.conditioned:
+            self.emb = linear(emb_dim, 2 * cout, dtype=dtype, rngs=rngs)
+            self.cond = linear(cond_dim, cout, dtype=dtype, rngs=rngs)
+            self.out_norm = GroupNorm32(cout, rngs=rngs)
+            self.dropout = nnx.Dropout(dropout, rngs=rngs)
+            self.out_conv = conv(cout, cout, 3, dtype=dtype, rngs=rngs, zero=True)
+        self.skip = conv(cin, cout, 1, dtype=dtype, rngs=rngs) if cin != cout else None
+
+    def __call__(self, x: jax.Array, emb: jax.Array | None = None, cond: jax.Array | None = None) -> jax.Array:
+        h = nnx.silu(self.in_norm(x))
+        h = self.in_conv(_resample(h, self.resample))
+        x = _resample(x, self.resample)
+        if self.conditioned:
+            t_scale, t_shift = jnp.split(self.emb(nnx.silu(emb)).astype(h.dtype), 2, axis=-1)
+            z_scale = self.cond(nnx.silu(cond)).astype(h.dtype)
+            h = self.out_norm(h) * (1 + t_scale[:, None, None]) + t_shift[:, None, None]
+            h = h * (1 + z_scale[:, None, None])
+            h = self.out_conv(self.dropout(nnx.silu(h)))
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class AttentionBlock(nnx.Module):
+    """Single-head self-attention over all positions (legacy QKV order), zero-initialised output."""
+
+    def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.norm = GroupNorm32(channels, rngs=rngs)
+        self.qkv = linear(channels, 3 * channels, dtype=dtype, rngs=rngs)
+        self.proj = nnx.Linear(channels, channels, dtype=dtype, param_dtype=jnp.float32, kernel_init=zeros,
+                               bias_init=zeros, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        q, k, v = jnp.split(self.qkv(self.norm(x).reshape(b, h * w, c)), 3, axis=-1)
+        scale = 1 / math.sqrt(math.sqrt(c))
+        logits = jnp.einsum("bqc,bkc->bqk", q * scale, k * scale).astype(jnp.float32)
+        attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bqk,bkc->bqc", attn, v)
+        return x + self.proj(out).reshape(b, h, w, c)
