@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+from fractions import Fraction
+from pathlib import Path
 
 # 8 fake CPU devices for the sharding tests; must be set before anything imports jax.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import json
-from fractions import Fraction
-from pathlib import Path
+# Identical steps compiled by several trainers in one session are compiled once.
+_cache = os.path.join(os.environ.get("TMPDIR", "/tmp"), "daetalker-jax-cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,6 +41,17 @@ def tiny_dataset(tiny_corpus, tmp_path_factory) -> tuple[Path, dict]:
     corpus_dir, _ = tiny_corpus
     out = tmp_path_factory.mktemp("data")
     return out, prepare(corpus_dir / "manifest.json", out, PrepareConfig(size=64), workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset32(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus prepared at 32x32 for the tiny DiffAE config."""
+    from daetalker_jax.data.prepare import PrepareConfig, prepare
+
+    corpus_dir, _ = tiny_corpus
+    out = tmp_path_factory.mktemp("data32")
+    prepare(corpus_dir / "manifest.json", out, PrepareConfig(size=32), workers=1)
+    return out
 
 
 def write_audio(path: Path, audio: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:

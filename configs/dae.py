@@ -1,0 +1,54 @@
+"""Stage 1, the diffusion autoencoder. Defaults follow the official DiffAE FFHQ-128 autoencoder
+(PAPER.md section 2): Adam 1e-4, grad-norm clip 1, EMA 0.9999, dropout 0.1, T = 1000, linear betas.
+
+Variants (`--config configs/dae.py:<variant>`): 128 (default), 256 (FFHQ-256 layout), 64, tiny (CPU
+tests: 32 px, a few channels, fp32).
+"""
+
+import ml_collections
+
+MODELS = {
+    "256": dict(image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4),
+                enc_channel_mult=(1, 1, 2, 2, 4, 4, 4)),
+    "128": dict(image_size=128, model_channels=128, channel_mult=(1, 1, 2, 3, 4), enc_channel_mult=(1, 1, 2, 3, 4, 4)),
+    "64": dict(image_size=64, model_channels=64, channel_mult=(1, 2, 4, 8), enc_channel_mult=(1, 2, 4, 8, 8)),
+    "tiny": dict(image_size=32, model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
+                 embed_channels=64, z_channels=32, dtype="float32", num_res_blocks=1),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "128"
+    if variant not in MODELS:
+        raise ValueError(f"unknown dae variant {variant!r}; choose one of {', '.join(MODELS)}")
+    c = ml_collections.ConfigDict()
+    c.task = "dae"
+    c.variant = variant
+    c.data_dir = "runs/default/data"   # made by `python -m daetalker_jax.prepare`
+    c.split = "train"
+    c.model = ml_collections.ConfigDict(dict(num_res_blocks=2, attention_resolutions=(16,), embed_channels=512,
+                                             z_channels=512, dropout=0.1, dtype="bfloat16"))
+    c.model.update(MODELS[variant])
+    c.diffusion_steps = 1000
+    c.batch_size = 64                  # global, over all devices of all processes
+    c.learning_rate = 1e-4
+    c.grad_clip = 1.0
+    c.ema_decay = 0.9999
+    c.num_steps = 200_000
+    c.seed = 0
+    c.augment = False
+    c.data_workers = 4
+    c.log_every = 50
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.sample_every = 5000              # EMA reconstructions grid; 0 disables
+    c.sample_count = 8
+    c.sample_steps = 20                # DDIM steps of the sample grid
+    c.invert_steps = 100               # DDIM steps of the inversion x0 -> x_T
+    if variant == "tiny":
+        c.model.attention_resolutions = (16,)
+        c.batch_size, c.num_steps, c.data_workers = 8, 20, 0
+        c.log_every, c.checkpoint_every, c.sample_every = 1, 10, 0
+        c.ema_decay = 0.9
+        c.sample_count, c.sample_steps, c.invert_steps = 4, 10, 10
+    return c

@@ -1,0 +1,53 @@
+"""Orbax checkpoints of a training run: model/optimizer state, EMA parameters, step, and the Grain
+data iterator, saved asynchronously beside each other; keep-last-N; automatic resume.
+
+A small wrapper, so that orbax's v1 API can replace the v0 CheckpointManager in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.mngr = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True),
+            item_names=("train", "data"))
+
+    @property
+    def latest_step(self) -> int | None:
+        return self.mngr.latest_step()
+
+    def save(self, step: int, train: Any, data_iter=None) -> None:
+        """`train` is a pytree of arrays (state, EMA, ...); saving is asynchronous."""
+        items = {"train": ocp.args.StandardSave(train)}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        self.mngr.save(step, args=ocp.args.Composite(**items))
+
+    def restore(self, abstract_train: Any, data_iter=None, step: int | None = None) -> Any:
+        """Restores into the shapes/shardings of `abstract_train` (jax.ShapeDtypeStruct leaves, so the
+        device count may differ from the saving run) and, if given, the data iterator in place."""
+        step = self.latest_step if step is None else step
+        items = {"train": ocp.args.StandardRestore(abstract_train)}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        return self.mngr.restore(step, args=ocp.args.Composite(**items))["train"]
+
+    def wait(self) -> None:
+        self.mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self.mngr.wait_until_finished()
+        self.mngr.close()
+
+
+def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

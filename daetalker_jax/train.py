@@ -1,0 +1,53 @@
+"""`python -m daetalker_jax.train --config configs/dae.py --workdir runs/dae`: train a stage.
+
+The config file's `task` picks the stage. Overrides: `--config.batch_size=128`, variants:
+`--config configs/dae.py:256`. Launched on several hosts, every process runs this same command
+(jax.distributed.initialize() finds the cluster from the environment). Rerun to resume.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from daetalker_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, tensorboard, metrics.jsonl, samples.", required=True)
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.py or configs/dae.py:tiny.",
+                                lock_config=True)
+
+
+def _task(config):
+    if config.task == "dae":
+        from daetalker_jax.trainers.dae import DAETask
+
+        return DAETask(config)
+    raise UserError(f"unknown task {config.task!r} in the config")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
+    try:
+        jax.distributed.initialize()
+    except (ValueError, RuntimeError):
+        pass   # a single process: no cluster to join
+    from daetalker_jax.trainers.base import Trainer
+
+    try:
+        if FLAGS.config is None:
+            raise UserError("--config is required, e.g. --config configs/dae.py:tiny")
+        final = Trainer(FLAGS.config, FLAGS.workdir, _task(FLAGS.config)).run()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if jax.process_index() == 0 and final:
+        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)

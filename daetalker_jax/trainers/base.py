@@ -1,0 +1,203 @@
+"""The trainer every stage uses (DiffAE now, speech2latent next): mesh, jitted step, loop, orbax
+checkpoints with automatic resume, TensorBoard/JSON logging, progress bar, NaN guard.
+
+Data parallel: one 'data' mesh axis over all devices of all processes; parameters, optimizer state and
+EMA replicated; batches sharded. The model is split once into (graphdef, rng state, train state); the
+jitted step merges it back, reseeds dropout from fold_in(seed, step) and donates the train state.
+A task supplies the model, the per-process data iterator, the loss and (optionally) sample images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from daetalker_jax.checkpoint import Checkpoints, abstract_like
+from daetalker_jax.data.pipeline import Shard, to_global
+from daetalker_jax.errors import UserError, ensure_writable_dir
+
+PEAK_TFLOPS = {"H100": 801.0}   # measured bf16 matmul ceiling per device (ANCHORS.md), for MFU
+
+
+class Task(Protocol):
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module: ...
+
+    def dataset(self, shard: Shard): ...
+
+    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array,
+             sharding: jax.sharding.Sharding) -> tuple[jax.Array, dict]: ...
+
+    def samples(self, ema_model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array) -> np.ndarray | None: ...
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+class MetricWriter:
+    """TensorBoard scalars/images and a metrics.jsonl on process 0; nothing on the others."""
+
+    def __init__(self, workdir: Path):
+        self.active = jax.process_index() == 0
+        if self.active:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            self.jsonl = open(workdir / "metrics.jsonl", "a")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.active:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+            self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+            self.jsonl.flush()
+
+    def image(self, step: int, name: str, grid: np.ndarray) -> None:
+        if self.active:
+            self.tb.add_image(name, grid, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.active:
+            self.tb.close()
+            self.jsonl.close()
+
+
+def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, ema, rng_state, batch, step):
+    model, optimizer = nnx.merge(graphdef, rng_state, state)
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    nnx.reseed(model, dropout=jax.random.fold_in(key, 1))
+    model.train()
+
+    def loss_fn(m):
+        return task.loss(m, batch, key, sharding)
+
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, nnx.state(model, nnx.Param))
+    _, _, state = nnx.split((model, optimizer), nnx.RngState, ...)
+    return state, ema, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+
+
+class Trainer:
+    """Builds model, optimizer and EMA, restores the latest checkpoint, and runs the loop."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, task: Task,
+                 mesh: jax.sharding.Mesh | None = None):
+        self.config, self.task = config, task
+        self.workdir = ensure_writable_dir(workdir)
+        self.mesh = mesh or make_mesh()
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        model = task.build_model(nnx.Rngs(config.seed))
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        self.graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+        ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+        self.state, self.ema, self.rng_state = jax.device_put((state, ema, rng_state), self.replicated)
+        self.data = iter(task.dataset(Shard.of_this_process()))
+        self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
+        self.step = 0
+        if self.ckpt.latest_step is not None:
+            self._restore()
+        batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.step_fn = jax.jit(partial(_step, self.graphdef, config.ema_decay, config.seed, task, batch_sharding),
+                               donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
+
+    def _tree(self) -> dict:
+        return {"state": nnx.to_pure_dict(self.state), "ema": nnx.to_pure_dict(self.ema),
+                "step": jnp.asarray(self.step, jnp.int32)}
+
+    def _restore(self) -> None:
+        try:
+            restored = self.ckpt.restore(abstract_like(self._tree(), self.replicated), self.data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"the checkpoint in {self.ckpt.mngr.directory} does not fit this config ({e}); "
+                            "use a new --workdir or the config it was trained with") from e
+        nnx.replace_by_pure_dict(self.state, restored["state"])
+        nnx.replace_by_pure_dict(self.ema, restored["ema"])
+        self.step = int(restored["step"])
+        if jax.process_index() == 0:
+            print(f"resumed from {self.ckpt.mngr.directory} at step {self.step}", flush=True)
+
+    def ema_model(self) -> nnx.Module:
+        """The model with EMA weights, in eval mode (for samples, extraction and generation)."""
+        model, _ = nnx.merge(self.graphdef, self.rng_state, self.state)
+        nnx.update(model, self.ema)
+        model.eval()
+        return model
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            last = self.ckpt.latest_step
+            raise UserError(f"{', '.join(bad)} became NaN/Inf at step {self.step}; the last good checkpoint is "
+                            f"step {last}. Lower the learning rate or check the data, then rerun to resume.")
+
+    def _mfu(self, batch: dict, seconds_per_step: float) -> float | None:
+        kind = jax.devices()[0].device_kind
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+        if peak is None:
+            return None
+        if not hasattr(self, "_flops"):
+            compiled = self.step_fn.lower(self.state, self.ema, self.rng_state, batch, jnp.int32(0)).compile()
+            cost = compiled.cost_analysis()
+            self._flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+        return self._flops / seconds_per_step / (peak * 1e12)
+
+    def run(self) -> dict[str, float]:
+        cfg = self.config
+        writer = MetricWriter(self.workdir)
+        bar = tqdm(total=cfg.num_steps, initial=self.step, desc="train", unit="step",
+                   disable=jax.process_index() != 0)
+        last: dict[str, float] = {}
+        t0, n0 = time.perf_counter(), self.step
+        try:
+            while self.step < cfg.num_steps:
+                batch = to_global(next(self.data), self.mesh)
+                self.state, self.ema, metrics = self.step_fn(self.state, self.ema, self.rng_state, batch,
+                                                             jnp.int32(self.step))
+                self.step += 1
+                bar.update()
+                done = self.step == cfg.num_steps
+                if self.step % cfg.log_every == 0 or done or self.step % cfg.checkpoint_every == 0:
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    self._check_finite(last)
+                    dt = (time.perf_counter() - t0) / max(1, self.step - n0)
+                    last["examples_per_s"] = cfg.batch_size / dt
+                    mfu = self._mfu(batch, dt)
+                    if mfu is not None:
+                        last["mfu"] = mfu
+                    writer.scalars(self.step, last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}")
+                    t0, n0 = time.perf_counter(), self.step
+                if self.step % cfg.checkpoint_every == 0 or done:
+                    self.ckpt.save(self.step, self._tree(), self.data)
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or done):
+                    self._samples(batch, writer)
+        finally:
+            bar.close()
+            self.ckpt.close()
+            writer.close()
+        return last
+
+    def _samples(self, batch: dict, writer: MetricWriter) -> None:
+        grid = self.task.samples(self.ema_model(), batch, jax.random.key(self.config.seed))
+        if grid is None or jax.process_index() != 0:
+            return
+        from PIL import Image
+
+        out = self.workdir / "samples"
+        out.mkdir(exist_ok=True)
+        Image.fromarray(grid).save(out / f"step_{self.step:07d}.png")
+        writer.image(self.step, "samples", grid)

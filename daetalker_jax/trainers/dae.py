@@ -1,0 +1,71 @@
+"""Stage 1: the diffusion autoencoder. Encoder and UNet train jointly with the epsilon-MSE loss only
+(uniform t in 0..T-1, x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, z_sem = Enc(x0)), as in DiffAE."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from daetalker_jax.data import pipeline
+from daetalker_jax.diffusion import ddim
+from daetalker_jax.diffusion.schedule import Schedule
+from daetalker_jax.models.unet import DiffAE, DiffAEConfig
+
+
+def to_unit_range(image: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return image.astype(jnp.float32) / 127.5 - 1
+
+
+def to_uint8(x: jax.Array) -> np.ndarray:
+    return np.asarray(jnp.clip((x + 1) * 127.5 + 0.5, 0, 255)).astype(np.uint8)
+
+
+class DAETask:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.model_config = DiffAEConfig(**{k: tuple(v) if isinstance(v, list | tuple) else v
+                                            for k, v in config.model.items()})
+        self.schedule = Schedule(config.diffusion_steps)
+
+    def build_model(self, rngs: nnx.Rngs) -> DiffAE:
+        return DiffAE(self.model_config, rngs=rngs)
+
+    def dataset(self, shard: pipeline.Shard):
+        c = self.config
+        return pipeline.frame_dataset(c.data_dir, c.split, c.batch_size, seed=c.seed, shard=shard,
+                                      augment=c.augment, workers=c.data_workers)
+
+    def loss(self, model: DiffAE, batch: dict[str, jax.Array], key: jax.Array,
+             sharding: jax.sharding.Sharding) -> tuple[jax.Array, dict]:
+        """`sharding` is the batch's: noise and t drawn in the step are sharded like the data."""
+        x0 = to_unit_range(batch["image"])
+        k_t, k_noise = jax.random.split(key)
+        t = jax.lax.with_sharding_constraint(
+            jax.random.randint(k_t, (x0.shape[0],), 0, self.schedule.num_timesteps), sharding)
+        noise = jax.lax.with_sharding_constraint(jax.random.normal(k_noise, x0.shape), sharding)
+        eps = model(self.schedule.q_sample(x0, t, noise), t, model.encode(x0))
+        return jnp.mean((eps - noise) ** 2), {}
+
+    def samples(self, ema_model: DiffAE, batch: dict[str, jax.Array], key: jax.Array) -> np.ndarray:
+        """Rows: originals; EMA reconstructions from z_sem + DDIM-inverted x_T; from z_sem + one shared
+        random x_T (DAE-Talker's setting)."""
+        c = self.config
+        x0 = to_unit_range(batch["image"][: c.sample_count])
+        graphdef, state = nnx.split(ema_model)
+
+        @jax.jit
+        def run(state, x0, key):
+            model = nnx.merge(graphdef, state)
+            z = model.encode(x0)
+            x_T = ddim.invert(model, x0, z, self.schedule, c.invert_steps)
+            shared = jnp.broadcast_to(jax.random.normal(key, x0.shape[1:]), x0.shape)
+            return (ddim.sample(model, x_T, z, self.schedule, c.sample_steps),
+                    ddim.sample(model, shared, z, self.schedule, c.sample_steps))
+
+        inverted, shared = run(state, x0, key)
+        rows = [np.concatenate(list(to_uint8(r)), axis=1) for r in (x0, inverted, shared)]
+        return np.concatenate(rows, axis=0)
