@@ -1,0 +1,120 @@
+"""DiffAE throughput: training steps (encoder + UNet forward/backward, Adam, clip, EMA) and DDIM
+denoising steps, img/s and MFU, at 128 and 256 px, bf16 compute / fp32 params, random data.
+
+Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50]
+MFU = XLA's counted FLOPs of the compiled step / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
+measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from configs import dae
+from daetalker_jax.trainers.base import PEAK_TFLOPS, _step, make_mesh
+from daetalker_jax.trainers.dae import DAETask
+
+# Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
+ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
+ANCHOR_DDIM = {128: 1470.0, 256: 247.0}       # bf16 + torch.compile, one denoising step
+
+
+def _timed(fn, *args, iters: int) -> float:
+    out = fn(*args)
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    for _ in range(iters):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / iters
+
+
+def _compile(jitted, *args):
+    """Compiles once; returns the executable and XLA's FLOP count for one call."""
+    compiled = jitted.lower(*args).compile()
+    cost = compiled.cost_analysis()
+    return compiled, float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+
+
+def bench_size(size: int, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:
+    config = dae.get_config(str(size))
+    task = DAETask(config)
+    mesh = make_mesh()
+    replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    model = task.build_model(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4)), wrt=nnx.Param)
+    graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+    ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    state, ema, rng_state = jax.device_put((state, ema, rng_state), replicated)
+    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (train_batch, size, size, 3), np.uint8), sharded)
+    batch = {"image": images}
+
+    step = jax.jit(partial(_step, graphdef, 0.9999, 0, task, sharded), donate_argnums=(0, 1),
+                   out_shardings=(replicated, replicated, replicated))
+    step, flops = _compile(step, state, ema, rng_state, batch, jnp.int32(0))
+    holder = [state, ema]
+
+    def train_once(i):
+        holder[0], holder[1], metrics = step(holder[0], holder[1], rng_state, batch, jnp.int32(i))
+        return metrics["loss"]
+
+    train_once(0)
+    jax.block_until_ready(holder[0])
+    start = time.perf_counter()
+    for i in range(iters):
+        loss = train_once(i + 1)
+    jax.block_until_ready(loss)
+    t_train = (time.perf_counter() - start) / iters
+
+    trained, _ = nnx.merge(graphdef, rng_state, holder[0])   # `model`'s own buffers were donated
+    trained.eval()
+    eval_graph, eval_state = nnx.split(trained)
+    x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)
+    z = jax.device_put(jax.random.normal(jax.random.key(1), (ddim_batch, config.model.z_channels)), sharded)
+    t = jax.device_put(jnp.full((ddim_batch,), 500, jnp.int32), sharded)
+
+    @jax.jit
+    def denoise(state, x, t, z):
+        return nnx.merge(eval_graph, state)(x, t, z)
+
+    denoise, ddim_flops = _compile(denoise, eval_state, x, t, z)
+    t_ddim = _timed(denoise, eval_state, x, t, z, iters=iters)
+
+    devices = jax.device_count()
+    mfu = lambda f, s: f"{100 * f / s / (peak * 1e12 * devices):.1f}%" if peak else "-"  # noqa: E731
+    train_ips, ddim_ips = train_batch / t_train, ddim_batch / t_ddim
+    return [
+        f"| train step {size}px | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | {ANCHOR_TRAIN[size]:.0f} "
+        f"| {train_ips / ANCHOR_TRAIN[size]:.2f}x |",
+        f"| DDIM step {size}px | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | {ANCHOR_DDIM[size]:.0f} "
+        f"| {ddim_ips / ANCHOR_DDIM[size]:.2f}x |",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global")
+    p.add_argument("--ddim-batch", type=int, default=50)
+    p.add_argument("--iters", type=int, default=10)
+    args = p.parse_args()
+    kind = jax.devices()[0].device_kind
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+    print(f"devices: {kind} x {jax.device_count()}, jax {jax.__version__}")
+    print("| measurement | batch | img/s | MFU | official img/s (anchor) | ratio |\n|---|---|---|---|---|---|")
+    for size, batch in zip(args.sizes, args.train_batch):
+        for row in bench_size(size, batch, args.ddim_batch, args.iters, peak):
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
