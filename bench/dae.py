@@ -2,7 +2,7 @@
 denoising steps, img/s and MFU, at 128 and 256 px, bf16 compute / fp32 params, random data.
 
 Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50]
-MFU = XLA's counted FLOPs of the compiled step / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
+MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
 measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
 """
 
@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import dae
+from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.base import PEAK_TFLOPS, _step, make_mesh
 from daetalker_jax.trainers.dae import DAETask
 
@@ -39,10 +40,8 @@ def _timed(fn, *args, iters: int) -> float:
 
 
 def _compile(jitted, *args):
-    """Compiles once; returns the executable and XLA's FLOP count for one call."""
-    compiled = jitted.lower(*args).compile()
-    cost = compiled.cost_analysis()
-    return compiled, float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    """Compiles once; returns the executable and the FLOPs of one call (counted from the jaxpr)."""
+    return jitted.lower(*args).compile(), count_flops(jitted, *args)
 
 
 def bench_size(size: int, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from daetalker_jax.checkpoint import Checkpoints, abstract_like
 from daetalker_jax.data.pipeline import Shard, to_global
 from daetalker_jax.errors import UserError, ensure_writable_dir
+from daetalker_jax.flops import count_flops
 
 PEAK_TFLOPS = {"H100": 801.0}   # measured bf16 matmul ceiling per device (ANCHORS.md), for MFU
 
@@ -150,10 +151,8 @@ class Trainer:
         if peak is None:
             return None
         if not hasattr(self, "_flops"):
-            compiled = self.step_fn.lower(self.state, self.ema, self.rng_state, batch, jnp.int32(0)).compile()
-            cost = compiled.cost_analysis()
-            self._flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
-        return self._flops / seconds_per_step / (peak * 1e12)
+            self._flops = count_flops(self.step_fn, self.state, self.ema, self.rng_state, batch, jnp.int32(0))
+        return self._flops / seconds_per_step / (peak * 1e12 * jax.device_count())
 
     def run(self) -> dict[str, float]:
         cfg = self.config
