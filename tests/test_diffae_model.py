@@ -46,3 +46,16 @@ def test_bf16_compute_keeps_fp32_params_and_norms():
     z, z_ref = model.encode(x), ref.encode(x)
     assert z.dtype == jnp.float32
     assert float(jnp.abs(z - z_ref).max()) < 0.05 * float(jnp.abs(z_ref).max())
+
+
+def test_flop_count_matches_the_official_counter():
+    """ANCHORS.md (torch FlopCounterMode on the official code): 147.7 (UNet) + 19.0 (encoder) GFLOP/img at 128."""
+    from daetalker_jax.flops import count_flops
+
+    model = nnx.eval_shape(lambda: DiffAE(FFHQ128, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)
+    t, z = jax.ShapeDtypeStruct((1,), jnp.int32), jax.ShapeDtypeStruct((1, 512), jnp.float32)
+    unet = count_flops(lambda s, x, t, z: nnx.merge(graphdef, s)(x, t, z), state, x, t, z)
+    encoder = count_flops(lambda s, x: nnx.merge(graphdef, s).encode(x), state, x)
+    assert round(unet / 1e9, 1) == 147.7 and round(encoder / 1e9, 1) == 19.0
