@@ -33,7 +33,6 @@ from daetalker_jax.synth.render import INNER_MOUTH, TEETH, default_supersample
 
 _LANDMARKS = face.landmarks_3d()
 _POINTS_3D = np.stack([_LANDMARKS[k] for k in ("eye_a", "eye_b", "nostrils")])
-_LIP_THICKNESS = face.UPPER_LIP + face.LOWER_LIP
 _EYE_AREA = face.polygon_area(face.eye_outline(200))
 _LUMA = np.array([0.299, 0.587, 0.114])
 _TEETH_LUMA, _INNER_LUMA = float(np.array(TEETH) @ _LUMA), float(np.array(INNER_MOUTH) @ _LUMA)
@@ -155,58 +154,78 @@ def _mouth_gap(img: np.ndarray, lips: np.ndarray, down: np.ndarray, px_per_unit:
     return (len(share) - 1) * step - _edge(share, step) - _edge(share[::-1], step)
 
 
-def measure(frame: np.ndarray) -> Measurement:
-    """Estimates mouth opening, yaw, pitch and roll from one RGB frame (uint8 or float in [0, 255])."""
-    img = np.asarray(frame, np.float32)
+def _find_lips(img: np.ndarray) -> np.ndarray | None:
+    """Pixel coordinates of both lips. Hysteresis: lips are weakly red regions holding strongly red
+    pixels (video codecs subsample colour, which washes out thin lips)."""
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    nan = Measurement(np.nan, np.nan, np.nan, np.nan, np.nan)
-
-    # Hysteresis: lips are weakly red regions holding strongly red pixels (video codecs subsample
-    # colour, which washes out thin lips).
     weak = (r > 1.65 * g) & (r > 1.3 * b) & (r > 80)
     labels, _ = ndimage.label(weak)
     strong = np.unique(labels[(r > 2.2 * g) & (r > 1.5 * b) & (r > 110) & weak])
-    lip_parts = _components(np.isin(labels, strong[strong > 0]))
-    if not lip_parts or len(lip_parts[0]) < 4:
-        return nan
-    main = lip_parts[0]
+    parts = _components(np.isin(labels, strong[strong > 0]))
+    if not parts or len(parts[0]) < 4:
+        return None
+    main = parts[0]
     (x0, _), (x1, _) = main.min(0), main.max(0)
-    near = lambda c: x0 - 2 <= c[:, 0].mean() <= x1 + 2 and abs(c[:, 1].mean() - main[:, 1].mean()) < 1.5 * (x1 - x0)  # noqa: E731
-    lips = np.concatenate([c for c in lip_parts if near(c)])   # upper and lower lip part when open
-    mouth_top = lips[:, 1].min()
 
+    def near(c: np.ndarray) -> bool:   # the other lip, when the mouth is open
+        return x0 - 2 <= c[:, 0].mean() <= x1 + 2 and abs(c[:, 1].mean() - main[:, 1].mean()) < 1.5 * (x1 - x0)
+
+    return np.concatenate([c for c in parts if near(c)])
+
+
+def _find_eyes(img: np.ndarray, mouth_top: float) -> tuple[list[np.ndarray], float] | None:
+    """Centroids of the two eyes (image-left first) and the head scale (pixels per head unit), or
+    None when an eye is missing or (nearly) closed."""
     white = (img.min(-1) > 200) & (np.ptp(img, -1) < 40)
     white[int(mouth_top):] = False
     bridge = int(np.ceil(0.012 * img.shape[1])) + 1  # joins the white on both sides of the iris
     eyes = [c for c in _components(white, bridge)[:2] if len(c) >= 3]
     if len(eyes) < 2:
-        return nan
+        return None
     hulls = sorted((_hull(c) for c in eyes), key=lambda h: h[0][0])
-    eyes = [h[0] for h in hulls]
-    # Nostrils: below the eyes' lower lids, above the lips, between the eyes.
-    unit = np.linalg.norm(eyes[1] - eyes[0]) / np.linalg.norm(_POINTS_3D[1] - _POINTS_3D[0])
-    if min(h[1] for h in hulls) < MIN_EYE_VISIBLE * _EYE_AREA * unit**2:   # eyes (nearly) closed: centroids unreliable
-        return nan
+    centres = [h[0] for h in hulls]
+    unit = np.linalg.norm(centres[1] - centres[0]) / np.linalg.norm(_POINTS_3D[1] - _POINTS_3D[0])
+    if min(h[1] for h in hulls) < MIN_EYE_VISIBLE * _EYE_AREA * unit**2:   # closing: centroids unreliable
+        return None
+    return centres, unit
+
+
+def _find_nostrils(img: np.ndarray, eyes: list[np.ndarray], unit: float, mouth_top: float) -> np.ndarray | None:
+    """Midpoint of the nostrils: dark blobs below the eyes' lower lids, above the lips, between the eyes."""
     y0, y1 = int(max(e[1] for e in eyes) + (face.EYE_DOWN + 0.03) * unit) + 1, int(mouth_top) - 1
     margin = 0.1 * (eyes[1][0] - eyes[0][0])
     x0, x1 = int(eyes[0][0] + margin), int(eyes[1][0] - margin) + 1
     brightness = img[y0:y1, x0:x1].max(-1)
     if brightness.size == 0:
-        return nan
+        return None
     # Black top-hat: darkness relative to the local surroundings, blind to broad shading.
     k = max(3, int(0.16 * unit))
     contrast = np.zeros(img.shape[:2], np.float32)
     closed = ndimage.grey_closing(brightness, size=(k, k))
     contrast[y0:y1, x0:x1] = (closed - brightness) / np.maximum(closed, 1)
     blobs = _components(contrast > 0.35)[:2]   # the two nostrils, or one blob when they touch
-    if not blobs:
+    return _weighted_centroid(contrast, np.concatenate(blobs)) if blobs else None
+
+
+def measure(frame: np.ndarray) -> Measurement:
+    """Estimates mouth opening, yaw, pitch and roll from one RGB frame (uint8 or float in [0, 255])."""
+    img = np.asarray(frame, np.float32)
+    nan = Measurement(np.nan, np.nan, np.nan, np.nan, np.nan)
+    lips = _find_lips(img)
+    if lips is None:
         return nan
-    nose = _weighted_centroid(contrast, np.concatenate(blobs))   # = the midpoint of the nostrils
+    mouth_top = lips[:, 1].min()
+    found = _find_eyes(img, mouth_top)
+    if found is None:
+        return nan
+    eyes, unit = found
+    nose = _find_nostrils(img, eyes, unit, mouth_top)
+    if nose is None:
+        return nan
 
     yaw, pitch, roll, scale = _fit_pose(np.stack([*eyes, nose]))
     rot = face.rotation(yaw, pitch, roll)
-    plane = face.PLANES["mouth"]
-    v_img = (rot @ -plane.v)[:2] * np.array([1.0, -1.0])   # image direction of the mouth's "down"
+    v_img = (rot @ -face.PLANES["mouth"].v)[:2] * np.array([1.0, -1.0])   # image direction of the mouth's "down"
     foreshortening = float(np.linalg.norm(v_img))
     # PIL fills polygons one drawing pixel too large: the lips, drawn last, cover that much of the gap.
     gap = _mouth_gap(img, lips, v_img / foreshortening, scale * foreshortening)
