@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grad_clip = 1.0
     c.ema_decay = 0.9999
     c.num_steps = 200_000
+    c.init_from = ""                   # orbax params from `python -m daetalker_jax.convert_diffae`
     c.seed = 0
     c.augment = False
     c.data_workers = 4

@@ -91,6 +91,22 @@ def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, em
     return state, ema, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
 
+def _load_params(model: nnx.Module, path: str) -> None:
+    """Starts from converted weights (e.g. `convert_diffae`): an orbax checkpoint of the Param tree."""
+    import orbax.checkpoint as ocp
+
+    params = nnx.state(model, nnx.Param)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(Path(path).absolute(), abstract)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UserError(f"cannot start from {path}: {e}; convert official weights with "
+                        "`python -m daetalker_jax.convert_diffae` for this config's image size") from e
+    nnx.replace_by_pure_dict(params, restored)
+    nnx.update(model, params)
+
+
 class Trainer:
     """Builds model, optimizer and EMA, restores the latest checkpoint, and runs the loop."""
 
@@ -101,6 +117,8 @@ class Trainer:
         self.mesh = mesh or make_mesh()
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         model = task.build_model(nnx.Rngs(config.seed))
+        if config.get("init_from"):
+            _load_params(model, config.init_from)
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
