@@ -104,7 +104,9 @@ def _square(cx: float, cy: float, side: float, w: int, h: int) -> tuple[int, int
     return x0, y0, side
 
 
-def crop_box(job: ClipJob, cfg: PrepareConfig, info, n_frames: int, side: dict | None) -> tuple[int, int, int]:
+def crop_box(job: ClipJob, cfg: PrepareConfig, info, n_frames: int, side: dict | None,
+             analyzer) -> tuple[int, int, int]:
+    """The clip's square crop (x0, y0, side) in source pixels; face boxes from the sidecar or `analyzer`."""
     w, h = info.width, info.height
     if cfg.crop == "full":
         return _square(w / 2, h / 2, min(w, h), w, h)
@@ -114,8 +116,7 @@ def crop_box(job: ClipJob, cfg: PrepareConfig, info, n_frames: int, side: dict |
     if side is not None:
         boxes = np.array(side["face_box"], float)
     else:
-        from daetalker_jax.data.face import FaceAnalyzer
-        analyzer, boxes = FaceAnalyzer(), []
+        boxes = []
         step = max(1, int(DETECT_EVERY_S * FPS))
         for k, frame in enumerate(frames_25fps(job.path, n_frames)):
             if k % step == 0:
@@ -156,12 +157,11 @@ def process_clip(job: ClipJob, cfg: PrepareConfig, cache_dir: Path) -> dict:
     if n < cfg.min_seconds * FPS:
         raise SkipClip(f"shorter than {cfg.min_seconds:g} s ({n / FPS:.2f} s)")
     side = _sidecar(Path(job.path))
-    x0, y0, s = crop_box(job, cfg, info, n, side)
-
     analyzer = None
-    if side is None:
+    if side is None:   # real footage: face boxes for the crop and landmarks for the pose
         from daetalker_jax.data.face import FaceAnalyzer
         analyzer = FaceAnalyzer()
+    x0, y0, s = crop_box(job, cfg, info, n, side, analyzer)
     jpegs, poses = [], []
     for frame in frames_25fps(job.path, n):
         crop = frame[y0:y0 + s, x0:x0 + s]
