@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from daetalker_jax.media import FPS, SAMPLE_RATE, write_mp4  # noqa: E402
 from daetalker_jax.synth import corpus, speech  # noqa: E402
 from daetalker_jax.synth.identity import Identity  # noqa: E402
-from daetalker_jax.synth.render import FrameState, Renderer  # noqa: E402
+from daetalker_jax.synth.render import Renderer  # noqa: E402
 from daetalker_jax.synth.sentences import HARVARD  # noqa: E402
 
 
@@ -52,11 +52,7 @@ def main() -> None:
     frames_per_clip = []
     t0 = time.perf_counter()
     for gt in truths:
-        n = len(gt["opening"])
-        frames_per_clip.append(np.stack([renderer.render(FrameState(
-            yaw=gt["yaw"][k], pitch=gt["pitch"][k], roll=gt["roll"][k], opening=gt["opening"][k],
-            width=gt["width"][k], rounding=gt["rounding"][k], blink=gt["blink"][k],
-            shoulder=(gt["shoulder_x"][k], gt["shoulder_y"][k]))) for k in range(n)]))
+        frames_per_clip.append(np.stack([renderer.render(s) for s in corpus.frame_states(gt)]))
     t_render = time.perf_counter() - t0
 
     n_frames = sum(len(f) for f in frames_per_clip)

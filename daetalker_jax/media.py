@@ -114,10 +114,5 @@ def read_mp4(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> Video:
         vstream = container.streams.video[0]
         fps = float(vstream.average_rate)
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(vstream)])
-    audio = load_audio(path, sr) if _has_audio(path) else None
-    return Video(frames, fps, audio, sr)
-
-
-def _has_audio(path: str | os.PathLike) -> bool:
-    with av.open(os.fspath(path)) as container:
-        return bool(container.streams.audio)
+        has_audio = bool(container.streams.audio)
+    return Video(frames, fps, load_audio(path, sr) if has_audio else None, sr)

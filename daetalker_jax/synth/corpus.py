@@ -122,6 +122,13 @@ def ground_truth(audio: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return {**mouth, **motion.head_motion(loud, np.random.default_rng([seed, 2]))}
 
 
+def frame_states(gt: dict[str, np.ndarray]) -> list[FrameState]:
+    """The renderer's per-frame input from a clip's ground truth."""
+    return [FrameState(yaw=gt["yaw"][k], pitch=gt["pitch"][k], roll=gt["roll"][k], opening=gt["opening"][k],
+                       width=gt["width"][k], rounding=gt["rounding"][k], blink=gt["blink"][k],
+                       shoulder=(gt["shoulder_x"][k], gt["shoulder_y"][k])) for k in range(len(gt["opening"]))]
+
+
 def render_clip(spec: ClipSpec, size: int, out_dir: Path) -> dict:
     """Synthesizes, renders and writes one clip; returns its manifest row."""
     audio = speech_for(spec)
@@ -129,9 +136,7 @@ def render_clip(spec: ClipSpec, size: int, out_dir: Path) -> dict:
     n = len(gt["opening"])
     audio = np.pad(audio, (0, max(0, n * SAMPLE_RATE // FPS - len(audio))))[: n * SAMPLE_RATE // FPS]
     renderer = _renderer(spec.identity, size)
-    states = [FrameState(yaw=gt["yaw"][k], pitch=gt["pitch"][k], roll=gt["roll"][k], opening=gt["opening"][k],
-                         width=gt["width"][k], rounding=gt["rounding"][k], blink=gt["blink"][k],
-                         shoulder=(gt["shoulder_x"][k], gt["shoulder_y"][k])) for k in range(n)]
+    states = frame_states(gt)
     row = {**asdict(spec), "file": f"clips/{spec.clip_id}.mp4", "sidecar": f"clips/{spec.clip_id}.json",
            "n_frames": n, "duration": n / FPS, "size": size}
     sidecar = {"format_version": FORMAT_VERSION, "fps": FPS, "sample_rate": SAMPLE_RATE, **row,
