@@ -21,14 +21,6 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.p
                                 lock_config=True)
 
 
-def _task(config):
-    if config.task == "dae":
-        from daetalker_jax.trainers.dae import DAETask
-
-        return DAETask(config)
-    raise UserError(f"unknown task {config.task!r} in the config")
-
-
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
@@ -36,12 +28,13 @@ def main(argv: list[str]) -> None:
         jax.distributed.initialize()
     except (ValueError, RuntimeError):
         pass   # a single process: no cluster to join
+    from daetalker_jax.trainers import make_task
     from daetalker_jax.trainers.base import Trainer
 
     try:
         if FLAGS.config is None:
             raise UserError("--config is required, e.g. --config configs/dae.py:tiny")
-        final = Trainer(FLAGS.config, FLAGS.workdir, _task(FLAGS.config)).run()
+        final = Trainer(FLAGS.config, FLAGS.workdir, make_task(FLAGS.config)).run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -50,8 +50,9 @@ def test_sequence_windows_are_aligned_and_masked(tiny_dataset):
         np.testing.assert_array_equal(batch["pose"][row, :n], clip["pose"])
         np.testing.assert_array_equal(batch["mel"][row, :4 * n], clip["mel"])
         assert not batch["mel"][row, 4 * n:].any()
+    ramp = {i: np.arange(400)[:, None] * np.ones(4) for i in range(50)}
     short = next(iter(pipeline.sequence_dataset(str(data_dir), "train", 2, 10, seed=3,
-                                                latents={i: np.arange(400)[:, None] * np.ones(4) for i in range(50)})))
+                                                extras={"latents": (ramp, 1)})))
     assert short["mask"].all() and short["latents"].shape == (2, 10, 4)
     np.testing.assert_array_equal(short["latents"][:, :, 0], short["start"][:, None] + np.arange(10))
 

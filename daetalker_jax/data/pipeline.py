@@ -3,8 +3,8 @@
   frames:    global shuffle (a new order every epoch) -> repeat -> this process' shard -> decode
              (JPEG, in the source) -> optional augmentation -> batch. For the DiffAE.
   sequences: the same over clips, then a random window of N frames with the aligned log-mel (4 per
-             frame), audio (640 samples per frame), pose and, once extracted, latents; clips shorter
-             than the window are padded and masked. For speech2latent.
+             frame), audio (640 samples per frame), pose and, once extracted, latents and speech
+             features; clips shorter than the window are padded and masked. For speech2latent.
 Both are deterministic given the seed; process p of P reads global elements p, p + P, ... so the
 processes cover every epoch disjointly and completely. Iterators checkpoint with orbax through
 `grain.checkpoint.CheckpointSave/CheckpointRestore`. `to_global` glues per-process batches into global
@@ -89,8 +89,8 @@ def frame_dataset(data_dir: str, split: str, global_batch: int, seed: int = 0, *
 
 
 class _Window(grain.transforms.RandomMap):
-    def __init__(self, frames: int, latents: Mapping[int, np.ndarray] | None):
-        self.frames, self.latents = frames, latents
+    def __init__(self, frames: int, extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]]):
+        self.frames, self.extras = frames, extras
 
     def random_map(self, ex: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         n, w = int(ex["n_frames"]), self.frames
@@ -105,18 +105,19 @@ class _Window(grain.transforms.RandomMap):
         out = {"mel": take(ex["mel"], MELS_PER_FRAME), "audio": take(ex["audio"], SAMPLES_PER_FRAME),
                "pose": take(ex["pose"], 1), "mask": take(np.ones(n, bool), 1),
                "clip": np.int32(ex["clip"]), "start": np.int32(start)}
-        if self.latents is not None:
-            out["latents"] = take(self.latents[int(ex["clip"])], 1)
+        for name, (arrays, per_frame) in self.extras.items():
+            out[name] = take(arrays[int(ex["clip"])], per_frame)
         return out
 
 
 def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames: int, seed: int = 0, *,
-                     shard: Shard = Shard(), latents: Mapping[int, np.ndarray] | None = None, workers: int = 0,
-                     prefetch: int = 8) -> grain.IterDataset:
+                     shard: Shard = Shard(), extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]] | None = None,
+                     workers: int = 0, prefetch: int = 8) -> grain.IterDataset:
     """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
-    pose (B, W, 3), mask (B, W), latents (B, W, D) when given (keyed by clip index)."""
+    pose (B, W, 3), mask (B, W), and for each `extras` entry name -> (per-clip arrays keyed by clip index,
+    rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D)."""
     ds = _sharded(data_source(data_dir, "clips", split), seed, shard)
-    ds = ds.random_map(_Window(window_frames, latents), seed=seed + 1)
+    ds = ds.random_map(_Window(window_frames, dict(extras or {})), seed=seed + 1)
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 

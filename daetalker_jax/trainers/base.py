@@ -26,21 +26,27 @@ from tqdm import tqdm
 
 from daetalker_jax.checkpoint import Checkpoints, abstract_like
 from daetalker_jax.data.pipeline import Shard, to_global
-from daetalker_jax.errors import UserError, ensure_writable_dir
+from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
 
 PEAK_TFLOPS = {"H100": 801.0}   # measured bf16 matmul ceiling per device (ANCHORS.md), for MFU
 
 
 class Task(Protocol):
-    def build_model(self, rngs: nnx.Rngs) -> nnx.Module: ...
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The architecture alone (also used to load a trained model without its data)."""
+
+    def initialize(self, model: nnx.Module) -> None:
+        """Data-dependent set-up of a fresh model (e.g. statistics); skipped when resuming."""
 
     def dataset(self, shard: Shard): ...
 
     def loss(self, model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array,
              sharding: jax.sharding.Sharding) -> tuple[jax.Array, dict]: ...
 
-    def samples(self, ema_model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array) -> np.ndarray | None: ...
+    def samples(self, ema_model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array
+                ) -> tuple[np.ndarray | None, dict[str, float]]:
+        """An image for TensorBoard and workdir/samples, and evaluation scalars."""
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -107,6 +113,49 @@ def _load_params(model: nnx.Module, path: str) -> None:
     nnx.update(model, params)
 
 
+def _optimizer(model: nnx.Module, config: ml_collections.ConfigDict) -> nnx.Optimizer:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def _train_tree(state, ema, step) -> dict:
+    return {"state": nnx.to_pure_dict(state), "ema": nnx.to_pure_dict(ema), "step": jnp.asarray(step, jnp.int32)}
+
+
+def load_trained(workdir: str | Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module]:
+    """(config, EMA model in eval mode) of a training run folder, for extraction and generation.
+
+    Rebuilds the architecture from workdir/config.json, restores the checkpoint (latest, or `step`)
+    onto this process' first device, and keeps only what inference needs: the EMA parameters and the
+    model's other variables (e.g. data statistics)."""
+    from daetalker_jax.trainers import make_task
+
+    workdir = Path(workdir)
+    ckpt_dir = workdir / "checkpoints"
+    if not (workdir / "config.json").exists() or not ckpt_dir.exists():
+        raise UserError(f"{workdir} is not a training run folder (no config.json and checkpoints/); pass the "
+                        "--workdir of `python -m daetalker_jax.train`")
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    task = make_task(config)
+    model = task.build_model(nnx.Rngs(config.seed))
+    state = nnx.state((model, _optimizer(model, config)), nnx.Not(nnx.RngState))
+    ema = nnx.state(model, nnx.Param)
+    ckpt = Checkpoints(ckpt_dir)
+    try:
+        if ckpt.latest_step is None:
+            raise UserError(f"{ckpt_dir} holds no finished checkpoint yet; train longer or wait for the first save")
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        restored = ckpt.restore(abstract_like(_train_tree(state, ema, 0), device), step=step)
+    finally:
+        ckpt.close()
+    nnx.replace_by_pure_dict(state, restored["state"])
+    nnx.replace_by_pure_dict(ema, restored["ema"])
+    nnx.update(model, state[0])
+    nnx.update(model, ema)
+    model.eval()
+    return config, model
+
+
 class Trainer:
     """Builds model, optimizer and EMA, restores the latest checkpoint, and runs the loop."""
 
@@ -115,18 +164,24 @@ class Trainer:
         self.config, self.task = config, task
         self.workdir = ensure_writable_dir(workdir)
         self.mesh = mesh or make_mesh()
+        if config.batch_size % self.mesh.size:
+            raise UserError(f"batch_size {config.batch_size} is not divisible by the {self.mesh.size} devices; set "
+                            f"--config.batch_size to a multiple of {self.mesh.size}")
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         model = task.build_model(nnx.Rngs(config.seed))
-        if config.get("init_from"):
-            _load_params(model, config.init_from)
-        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
-        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-        self.graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+        self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
+        if self.ckpt.latest_step is None:
+            if config.get("init_from"):
+                _load_params(model, config.init_from)
+            task.initialize(model)
+        self.graphdef, rng_state, state = nnx.split((model, _optimizer(model, config)), nnx.RngState, ...)
         ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
         self.state, self.ema, self.rng_state = jax.device_put((state, ema, rng_state), self.replicated)
         self.data = iter(task.dataset(Shard.of_this_process()))
-        self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
         self.step = 0
+        if jax.process_index() == 0:   # what `load_trained` rebuilds the model from
+            with atomic_path(self.workdir / "config.json") as tmp:
+                tmp.write_text(config.to_json_best_effort(indent=1))
         if self.ckpt.latest_step is not None:
             self._restore()
         batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
@@ -134,8 +189,7 @@ class Trainer:
                                donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
 
     def _tree(self) -> dict:
-        return {"state": nnx.to_pure_dict(self.state), "ema": nnx.to_pure_dict(self.ema),
-                "step": jnp.asarray(self.step, jnp.int32)}
+        return _train_tree(self.state, self.ema, self.step)
 
     def _restore(self) -> None:
         try:
@@ -151,7 +205,9 @@ class Trainer:
 
     def ema_model(self) -> nnx.Module:
         """The model with EMA weights, in eval mode (for samples, extraction and generation)."""
-        model, _ = nnx.merge(self.graphdef, self.rng_state, self.state)
+        # copy=True: merge would otherwise hand out the train state's own Variables, and the EMA update
+        # below would then write the EMA weights into the training state.
+        model, _ = nnx.merge(self.graphdef, self.rng_state, self.state, copy=True)
         nnx.update(model, self.ema)
         model.eval()
         return model
@@ -209,7 +265,9 @@ class Trainer:
         return last
 
     def _samples(self, batch: dict, writer: MetricWriter) -> None:
-        grid = self.task.samples(self.ema_model(), batch, jax.random.key(self.config.seed))
+        grid, scalars = self.task.samples(self.ema_model(), batch, jax.random.key(self.config.seed))
+        if scalars:
+            writer.scalars(self.step, scalars)
         if grid is None or jax.process_index() != 0:
             return
         from PIL import Image

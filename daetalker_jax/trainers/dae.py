@@ -34,6 +34,9 @@ class DAETask:
     def build_model(self, rngs: nnx.Rngs) -> DiffAE:
         return DiffAE(self.model_config, rngs=rngs)
 
+    def initialize(self, model: DiffAE) -> None:
+        """Nothing depends on the data: a fresh DiffAE starts from its initialisers (or `init_from`)."""
+
     def dataset(self, shard: pipeline.Shard):
         c = self.config
         return pipeline.frame_dataset(c.data_dir, c.split, c.batch_size, seed=c.seed, shard=shard,
@@ -50,9 +53,10 @@ class DAETask:
         eps = model(self.schedule.q_sample(x0, t, noise), t, model.encode(x0))
         return jnp.mean((eps - noise) ** 2), {}
 
-    def samples(self, ema_model: DiffAE, batch: dict[str, jax.Array], key: jax.Array) -> np.ndarray:
+    def samples(self, ema_model: DiffAE, batch: dict[str, jax.Array], key: jax.Array
+                ) -> tuple[np.ndarray, dict[str, float]]:
         """Rows: originals; EMA reconstructions from z_sem + DDIM-inverted x_T; from z_sem + one shared
-        random x_T (DAE-Talker's setting)."""
+        random x_T (DAE-Talker's setting). Scalars: the PSNR of both reconstructions."""
         c = self.config
         x0 = to_unit_range(batch["image"][: c.sample_count])
         graphdef, state = nnx.split(ema_model)
@@ -67,5 +71,12 @@ class DAETask:
                     ddim.sample(model, shared, z, self.schedule, c.sample_steps))
 
         inverted, shared = run(state, x0, key)
-        rows = [np.concatenate(list(to_uint8(r)), axis=1) for r in (x0, inverted, shared)]
-        return np.concatenate(rows, axis=0)
+        rows = [to_uint8(r) for r in (x0, inverted, shared)]
+        grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+        return grid, {"sample/psnr_inverted": psnr(rows[0], rows[1]), "sample/psnr_shared_xT": psnr(rows[0], rows[2])}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 images (inf when identical)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

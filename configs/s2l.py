@@ -1,0 +1,59 @@
+"""Stage 2, speech2latent (PAPER.md section 1.2-1.3). The DAE-Talker paper's hyper-parameters are not
+available to us; the defaults follow the issue and the same lab's sister code (DiffDub/AniTalker:
+espnet Conformer, Adam 1e-4, windows of several seconds), and each choice is marked.
+
+  input: 80-bin log-mel, 4 frames per video frame (`features=mel`, fully offline), or the hidden
+         states of a wav2vec 2.0 / HuBERT checkpoint, 2 per video frame (`features=speech`, after
+         `python -m daetalker_jax.extract --speech-model DIR`)
+  model: width 512, 4 heads (ours), FFN 2048 (ours: 4x width, Conformer paper), conv kernel 15,
+         dropout 0.1, 4 encoder + 4 decoder blocks, pose predictor 2 x conv(256, k3) (ours, FastSpeech 2)
+  loss:  L1 on z-normalised latents (configurable l2) + 1.0 x pose MSE on normalised angles (ours)
+
+Variants (`--config configs/s2l.py:<variant>`): default, tiny (CPU tests and the CPU main job).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "default"
+    if variant not in ("default", "tiny"):
+        raise ValueError(f"unknown s2l variant {variant!r}; choose default or tiny")
+    c = ml_collections.ConfigDict()
+    c.task = "s2l"
+    c.variant = variant
+    c.data_dir = "runs/default/data"   # prepared, then `python -m daetalker_jax.extract --dae RUN`
+    c.split = "train"
+    c.features = "mel"                 # mel | speech
+    c.model = ml_collections.ConfigDict(dict(
+        dim=512, heads=4, ffn_dim=2048, kernel=15, dropout=0.1, dtype="bfloat16",
+        encoder_blocks=4, decoder_blocks=4, pose_hidden=256, pose_kernel=3))
+    c.loss = "l1"                      # l1 | l2, on z-normalised latents
+    c.pose_weight = 1.0
+    c.window_frames = 100              # 4 s training windows at 25 fps
+    c.batch_size = 32                  # global, over all devices of all processes
+    c.learning_rate = 1e-4
+    c.grad_clip = 1.0
+    c.ema_decay = 0.999
+    c.num_steps = 50_000
+    c.init_from = ""
+    c.seed = 0
+    c.data_workers = 2
+    c.log_every = 50
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.sample_every = 1000              # held-out clip: val scalars + latent/pose plot; 0 disables
+    # Filled in from the extracted data when a run starts (0 / "" = not yet), then saved with the run.
+    c.latent_dim = 0
+    c.feature_dim = 0
+    c.feature_layers = 0
+    c.dae = ""                         # the DiffAE run whose encoder made the latents
+    c.speech_model = ""                # the wav2vec 2.0 / HuBERT folder, for features=speech
+    if variant == "tiny":
+        c.model.update(dim=32, heads=2, ffn_dim=64, kernel=5, dtype="float32", encoder_blocks=1, decoder_blocks=1,
+                       pose_hidden=16)
+        c.window_frames, c.batch_size, c.num_steps, c.data_workers = 50, 8, 20, 0
+        c.learning_rate = 1e-3
+        c.log_every, c.checkpoint_every, c.sample_every = 1, 10, 10
+        c.ema_decay = 0.9
+    return c
