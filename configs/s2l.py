@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.latent_dim = 0
     c.feature_dim = 0
     c.feature_layers = 0
+    c.image_size = 0                   # of that DiffAE
     c.dae = ""                         # the DiffAE run whose encoder made the latents
     c.speech_model = ""                # the wav2vec 2.0 / HuBERT folder, for features=speech
     if variant == "tiny":

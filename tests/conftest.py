@@ -54,6 +54,54 @@ def tiny_dataset32(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+def mesh_of(n: int):
+    """A 'data' mesh over the first n (fake CPU) devices."""
+    import jax
+
+    return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,))
+
+
+@pytest.fixture(scope="session")
+def dae_run(tiny_dataset32, tmp_path_factory) -> Path:
+    """A tiny DiffAE (32 px) trained for 2 steps: an encoder/decoder with non-trivial weights."""
+    from configs import dae
+    from daetalker_jax.trainers.base import Trainer
+    from daetalker_jax.trainers.dae import DAETask
+
+    workdir = tmp_path_factory.mktemp("dae_run")
+    c = dae.get_config("tiny")
+    c.data_dir, c.num_steps, c.checkpoint_every = str(tiny_dataset32), 2, 2
+    Trainer(c, workdir, DAETask(c), mesh=mesh_of(1)).run()
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def extracted(dae_run, tiny_dataset32, tmp_path_factory) -> Path:
+    """A copy of the 32 px dataset with the tiny DiffAE's latents extracted (several chunks, ragged batch)."""
+    import shutil
+
+    from daetalker_jax.data.extract import extract_latents
+
+    data = tmp_path_factory.mktemp("extracted") / "data"
+    shutil.copytree(tiny_dataset32, data)
+    extract_latents(dae_run, data, batch_size=16, chunk=40)
+    return data
+
+
+@pytest.fixture(scope="session")
+def s2l_run(extracted, tmp_path_factory) -> Path:
+    """A tiny speech2latent (log-mel) trained for 20 steps on those latents."""
+    from configs import s2l
+    from daetalker_jax.trainers.base import Trainer
+    from daetalker_jax.trainers.s2l import S2LTask
+
+    workdir = tmp_path_factory.mktemp("s2l_run")
+    c = s2l.get_config("tiny")
+    c.data_dir, c.sample_every = str(extracted), 0
+    Trainer(c, workdir, S2LTask(c), mesh=mesh_of(1)).run()
+    return workdir
+
+
 def write_audio(path: Path, audio: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:
     """Encodes mono float audio into any container/codec PyAV has (wav, flac, mp3, ...)."""
     layout = "mono" if channels == 1 else "stereo"

@@ -4,48 +4,24 @@ one window, and `train --config configs/s2l.py:tiny` with its held-out plot and 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import grain
-import jax
 import numpy as np
-import pytest
 from flax import nnx
 
-from configs import dae, s2l
+from configs import s2l
 from daetalker_jax.data import pipeline
 from daetalker_jax.data.clip_arrays import ClipArrays
 from daetalker_jax.data.extract import extract_latents
+from conftest import mesh_of
 from daetalker_jax.trainers.base import Trainer, load_trained
-from daetalker_jax.trainers.dae import DAETask, to_unit_range
+from daetalker_jax.trainers.dae import to_unit_range
 from daetalker_jax.trainers.s2l import S2LTask
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _mesh(n: int):
-    return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,))
-
-
-@pytest.fixture(scope="module")
-def dae_run(tiny_dataset32, tmp_path_factory) -> Path:
-    """A tiny DiffAE trained for 2 steps: enough for an encoder with non-trivial weights."""
-    workdir = tmp_path_factory.mktemp("dae_run")
-    c = dae.get_config("tiny")
-    c.data_dir, c.num_steps, c.checkpoint_every = str(tiny_dataset32), 2, 2
-    Trainer(c, workdir, DAETask(c), mesh=_mesh(1)).run()
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def extracted(dae_run, tiny_dataset32, tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("extracted") / "data"
-    shutil.copytree(tiny_dataset32, data)
-    extract_latents(dae_run, data, batch_size=16, chunk=40)   # several chunks and a ragged last batch
-    return data
 
 
 def test_stored_latents_equal_the_encoder(dae_run, extracted):
@@ -89,7 +65,7 @@ def test_tiny_speech2latent_overfits_one_window(extracted, tmp_path):
     c.learning_rate, c.ema_decay, c.sample_every, c.checkpoint_every = 3e-3, 0.0, 0, 1000
     c.model.dropout = 0.0
     task = OneWindow(c)
-    trainer = Trainer(c, tmp_path, task, mesh=_mesh(2))
+    trainer = Trainer(c, tmp_path, task, mesh=mesh_of(2))
     final = trainer.run()
     batch = next(iter(task.dataset(pipeline.Shard())))
     model = trainer.ema_model()
@@ -143,7 +119,7 @@ def test_precomputed_speech_features_train_speech2latent(extracted, tmp_path):
 
     c = s2l.get_config("tiny")
     c.data_dir, c.features, c.num_steps, c.sample_every, c.checkpoint_every = str(extracted), "speech", 5, 5, 5
-    trainer = Trainer(c, tmp_path, S2LTask(c), mesh=_mesh(2))
+    trainer = Trainer(c, tmp_path, S2LTask(c), mesh=mesh_of(2))
     final = trainer.run()
     assert c.feature_layers == 3 and c.feature_dim == 32 and c.speech_model == str(folder.absolute())
     assert np.isfinite(final["loss"])

@@ -128,13 +128,17 @@ def crop_box(job: ClipJob, cfg: PrepareConfig, info, n_frames: int, side: dict |
     return _square((x0 + x1) / 2, (y0 + y1) / 2 - 0.05 * (y1 - y0), cfg.margin * (y1 - y0), w, h)
 
 
-def _interp_nan(x: np.ndarray) -> np.ndarray:
-    bad = np.isnan(x)
-    if bad.all():
-        raise SkipClip("no face found for head pose")
-    x = x.copy()
-    x[bad] = np.interp(np.nonzero(bad)[0], np.nonzero(~bad)[0], x[~bad])
-    return x
+def pose_track(poses: list[tuple[float, float, float]], smooth_frames: float) -> np.ndarray:
+    """Per-frame (yaw, pitch, roll) with NaN where no face was found -> gaps interpolated, Gaussian-smoothed
+    (n, 3) float32; SkipClip when no frame had a face."""
+    out = []
+    for x in np.asarray(poses, np.float64).reshape(-1, 3).T:
+        bad = np.isnan(x)
+        if bad.all():
+            raise SkipClip("no face found for head pose")
+        x[bad] = np.interp(np.nonzero(bad)[0], np.nonzero(~bad)[0], x[~bad])
+        out.append(gaussian_filter1d(x, smooth_frames))
+    return np.stack(out, -1).astype(np.float32)
 
 
 def process_clip(job: ClipJob, cfg: PrepareConfig, cache_dir: Path) -> dict:
@@ -177,8 +181,7 @@ def process_clip(job: ClipJob, cfg: PrepareConfig, cache_dir: Path) -> dict:
         pose = np.stack([np.asarray(side["frames"][k], np.float32)[:n] for k in ("yaw", "pitch", "roll")], -1)
         pose_source = "sidecar"
     else:
-        pose = np.stack([gaussian_filter1d(_interp_nan(np.array(poses)[:, i]), cfg.pose_smooth_frames)
-                         for i in range(3)], -1)
+        pose = pose_track(poses, cfg.pose_smooth_frames)
         pose_source = "face mesh PnP"
     audio = audio[: n * SAMPLE_RATE // FPS]
     audio = np.pad(audio, (0, n * SAMPLE_RATE // FPS - len(audio)))

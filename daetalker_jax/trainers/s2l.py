@@ -44,7 +44,7 @@ class S2LTask:
         self.config = config
         if not config.latent_dim:   # a new run: read the sizes from the extracted data, and record them
             meta = ClipArrays(config.data_dir, "latents").meta
-            config.latent_dim, config.dae = meta["latent_dim"], meta["dae"]
+            config.latent_dim, config.image_size, config.dae = meta["latent_dim"], meta["image_size"], meta["dae"]
             if config.features == "speech":
                 speech = ClipArrays(config.data_dir, "speech").meta
                 config.feature_dim, config.feature_layers = speech["hidden_size"], speech["layers"]

@@ -1,0 +1,1 @@
+"""Generation helpers used by `daetalker_jax.Talker`: head-pose control."""

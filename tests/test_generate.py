@@ -1,0 +1,156 @@
+"""Generation with the tiny DiffAE + speech2latent runs: the CLI end to end on held-out speech, pose
+control, the reference frame, streaming against offline, and bad input (clear error, exit 2, no mp4)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_audio
+from daetalker_jax.errors import UserError
+from daetalker_jax.media import read_mp4
+from daetalker_jax.synth.speech import HELD_OUT_VOICES, synthesize
+from daetalker_jax.talker import OFFLINE, Talker, Windows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """A held-out sentence in the held-out voice, 16 kHz."""
+    return synthesize("The birch canoe slid on the smooth planks.", HELD_OUT_VOICES[0], 160, 50)
+
+
+@pytest.fixture(scope="module")
+def talker(dae_run, s2l_run) -> Talker:
+    return Talker(dae_run, s2l_run, steps=5, batch_frames=16)
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daetalker_jax.generate", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_writes_a_video_as_long_as_the_speech(dae_run, s2l_run, speech, tmp_path):
+    from daetalker_jax.media import resample
+
+    mp3 = write_audio(tmp_path / "speech.mp3", resample(speech, 16000, 44100), 44100, "mp3", channels=2)
+    out = tmp_path / "out.mp4"
+    result = _generate("--audio", str(mp3), "--dae", str(dae_run), "--s2l", str(s2l_run), "--out", str(out),
+                       "--steps", "4", "--pose", "yaw=10,pitch=-5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    video = read_mp4(out)
+    assert video.frames.shape[1:] == (32, 32, 3) and video.fps == 25
+    audio_s = len(video.audio) / video.sr
+    assert abs(len(video.frames) / 25 - audio_s) <= 1 / 25 + 0.03, (len(video.frames), audio_s)   # AAC pads a bit
+    assert "s per second of video" in result.stdout
+
+
+def test_pose_control_and_shared_noise(talker, speech):
+    z_pred, pose_pred = talker.latents(speech)
+    n = math.ceil(len(speech) / 640)
+    assert z_pred.shape == (n, 32) and pose_pred.shape == (n, 3)
+    z_a, used_a = talker.latents(speech, np.array([[0.0, 0.0, 0.0]]))
+    z_b, _ = talker.latents(speech, np.array([[20.0, 10.0, -5.0]]))
+    np.testing.assert_array_equal(used_a, np.zeros((n, 3)))
+    assert np.abs(z_a - z_b).mean() > 1e-3
+    x_T = talker.noise(seed=3)
+    frames = np.stack(list(talker.frames(z_a[:20], x_T)))
+    assert frames.shape == (20, 32, 32, 3) and frames.dtype == np.uint8
+    again = np.stack(list(talker.frames(z_a[:20], talker.noise(seed=3))))
+    np.testing.assert_array_equal(frames, again)   # the same x_T and latents: the same video
+    other = np.stack(list(talker.frames(z_a[:20], talker.noise(seed=4))))
+    assert np.abs(frames.astype(int) - other).mean() > 1
+
+
+def test_windows_match_one_pass(talker, speech):
+    """Offline windows (small ones here, to get several) agree with one window over the whole clip."""
+    whole, _ = talker.latents(speech, win=Windows(chunk=1000, left=0, right=0))
+    small, _ = talker.latents(speech, win=Windows(chunk=20, left=30, right=15))
+    err = np.abs(small - whole).max() / np.abs(whole).max()
+    assert err < 0.05, err
+    assert OFFLINE.chunk + OFFLINE.left + OFFLINE.right >= 500
+
+
+def test_streaming_emits_early_and_matches_offline(talker, speech):
+    chunks = [speech[i:i + 1600] for i in range(0, len(speech), 1600)]   # 0.1 s chunks
+    consumed = []
+
+    def source():
+        for k, c in enumerate(chunks):
+            consumed.append(k)
+            yield c
+
+    stream = talker.stream(source(), seed=1)
+    first = next(stream)
+    assert len(consumed) < len(chunks), "the first frame must come before the audio ends"
+    frames = np.stack([first, *stream])
+    n = math.ceil(len(speech) / 640)
+    assert len(frames) == n
+    z, _ = talker.latents(speech)
+    offline = np.stack(list(talker.frames(z, talker.noise(seed=1))))
+    diff = np.abs(frames.astype(np.float64) - offline).mean()
+    assert diff < 2.0, diff   # mean absolute difference in 0..255 levels
+
+
+def test_reference_frame_sets_x_T(talker, tmp_path):
+    from PIL import Image
+
+    image = (np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "ref.png")
+    x_T = np.asarray(talker.noise(ref_frame=tmp_path / "ref.png"))
+    assert x_T.shape == (32, 32, 3) and np.isfinite(x_T).all()
+    assert np.abs(x_T - np.asarray(talker.noise(seed=0))).mean() > 0.1
+    with pytest.raises(UserError, match="reference frame"):
+        talker.noise(ref_frame=tmp_path / "missing.png")
+
+
+def test_bad_inputs_give_clear_errors_and_no_video(dae_run, s2l_run, speech, tmp_path):
+    from daetalker_jax import generate
+
+    good = write_audio(tmp_path / "good.wav", speech, 16000, "pcm_s16le")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("this is not audio\n" * 50)
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000, "pcm_s16le")
+    tiny = write_audio(tmp_path / "tiny.wav", speech[:320], 16000, "pcm_s16le")
+    (tmp_path / "bad_pose.csv").write_text("yaw,pitch,roll\n1,2,3\n4,five,6\n")
+    (tmp_path / "a_file").write_text("x")
+    cases = [
+        (["--audio", str(tmp_path / "empty.wav")], "empty"),
+        (["--audio", str(tmp_path / "text.wav")], "audio"),
+        (["--audio", str(silent)], "silent"),
+        (["--audio", str(tiny)], "0.1 s"),
+        (["--audio", str(good), "--pose", f"file:{tmp_path / 'bad_pose.csv'}"], "line 3"),
+        (["--audio", str(good), "--pose", "yaw=ten"], "yaw=10"),
+        (["--audio", str(good), "--s2l", str(dae_run)], "speech2latent run"),
+    ]
+    for extra, message in cases:
+        args = {"--audio": str(good), "--dae": str(dae_run), "--s2l": str(s2l_run), "--out": str(tmp_path / "o.mp4")}
+        args.update(dict(zip(extra[::2], extra[1::2])))
+        with pytest.raises(UserError, match=message):
+            generate.main([x for kv in args.items() for x in kv])
+        assert not (tmp_path / "o.mp4").exists()
+    with pytest.raises(UserError, match="not writable"):
+        generate.main(["--audio", str(good), "--dae", str(dae_run), "--s2l", str(s2l_run), "--out",
+                       str(tmp_path / "a_file" / "o.mp4")])
+    result = _generate("--audio", str(tmp_path / "empty.wav"), "--dae", str(dae_run), "--s2l", str(s2l_run),
+                       "--out", str(tmp_path / "o.mp4"))
+    assert result.returncode == 2 and "empty" in result.stderr and not (tmp_path / "o.mp4").exists()
+
+
+def test_mismatched_checkpoints_are_refused(tiny_dataset32, s2l_run, tmp_path):
+    from configs import dae
+    from conftest import mesh_of
+    from daetalker_jax.trainers.base import Trainer
+    from daetalker_jax.trainers.dae import DAETask
+
+    c = dae.get_config("tiny")
+    c.data_dir, c.num_steps, c.checkpoint_every, c.model.z_channels = str(tiny_dataset32), 1, 1, 16
+    Trainer(c, tmp_path / "dae16", DAETask(c), mesh=mesh_of(1)).run()
+    with pytest.raises(UserError, match="do not belong together"):
+        Talker(tmp_path / "dae16", s2l_run)
