@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -35,6 +36,7 @@ from daetalker_jax.trainers.base import load_trained, make_mesh
 from daetalker_jax.trainers.dae import to_unit_range
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+Trained = tuple[ml_collections.ConfigDict, nnx.Module]
 SILENCE_PEAK = 1e-3   # -60 dBFS
 
 
@@ -64,11 +66,13 @@ def check_speech(audio: np.ndarray, name: str = "the speech") -> np.ndarray:
 
 
 class Talker:
-    def __init__(self, dae: str | Path, s2l: str | Path, *, steps: int = 20, batch_frames: int = 64):
+    def __init__(self, dae: str | Path | Trained, s2l: str | Path | Trained, *, steps: int = 20,
+                 batch_frames: int = 64):
+        """dae, s2l: training run folders, or (config, model) pairs already in memory."""
         if steps < 1:
             raise UserError(f"--steps must be at least 1, got {steps}")
-        self.dae_config, dae_model = load_trained(dae)
-        self.s2l_config, s2l_model = load_trained(s2l)
+        self.dae_config, dae_model = dae if isinstance(dae, tuple) else load_trained(dae)
+        self.s2l_config, s2l_model = s2l if isinstance(s2l, tuple) else load_trained(s2l)
         if self.dae_config.task != "dae" or self.s2l_config.task != "s2l":
             raise UserError(f"--dae must be a DiffAE run and --s2l a speech2latent run; got a "
                             f"{self.dae_config.task!r} run and a {self.s2l_config.task!r} run")
