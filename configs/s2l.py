@@ -9,7 +9,7 @@ espnet Conformer, Adam 1e-4, windows of several seconds), and each choice is mar
          dropout 0.1, 4 encoder + 4 decoder blocks, pose predictor 2 x conv(256, k3) (ours, FastSpeech 2)
   loss:  L1 on z-normalised latents (configurable l2) + 1.0 x pose MSE on normalised angles (ours)
 
-Variants (`--config configs/s2l.py:<variant>`): default, tiny (CPU tests and the CPU main job).
+Variants (`--config configs/s2l.py:<variant>`): default, cpu (the main job on a CPU), tiny (CPU tests).
 """
 
 import ml_collections
@@ -17,8 +17,8 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"unknown s2l variant {variant!r}; choose default or tiny")
+    if variant not in ("default", "cpu", "tiny"):
+        raise ValueError(f"unknown s2l variant {variant!r}; choose default, cpu or tiny")
     c = ml_collections.ConfigDict()
     c.task = "s2l"
     c.variant = variant
@@ -50,6 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.image_size = 0                   # of that DiffAE
     c.dae = ""                         # the DiffAE run whose encoder made the latents
     c.speech_model = ""                # the wav2vec 2.0 / HuBERT folder, for features=speech
+    if variant == "cpu":               # the main job on a 2-core CPU: a few minutes
+        c.model.update(dim=128, heads=2, ffn_dim=256, kernel=9, dtype="float32", encoder_blocks=2, decoder_blocks=2,
+                       pose_hidden=64)
+        c.window_frames, c.batch_size, c.num_steps, c.data_workers = 75, 8, 500, 0
+        c.learning_rate, c.ema_decay = 1e-3, 0.99
+        c.log_every, c.checkpoint_every, c.sample_every = 20, 250, 250
     if variant == "tiny":
         c.model.update(dim=32, heads=2, ffn_dim=64, kernel=5, dtype="float32", encoder_blocks=1, decoder_blocks=1,
                        pose_hidden=16)

@@ -1,13 +1,46 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data, from a bare machine: synthesize a small talking-face
-# corpus (one identity, TTS speech, ground truth) with its preview, then prepare it into the training
-# dataset (TFDS array_record). Later stages (train DAE -> extract -> train speech2latent -> generate)
-# extend this script.
+# The main job on the embedded default data, from a bare machine, end to end:
+#   synthetic corpus -> prepare -> train the DiffAE -> extract latents -> train speech2latent
+#   -> generate a talking video for held-out speech (a test sentence in the held-out voice) + contact sheet.
+# On a CPU it picks the small `cpu` configs (about 20 minutes on 2 cores); with a GPU/TPU the 128 px
+# DiffAE and the default speech2latent on a 30-minute corpus. Rerunning resumes every stage.
+# Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. bash launch/main.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
+PY=.venv/bin/python
 OUT=${OUT:-runs/default}
-SIZE=${SIZE:-128}
-.venv/bin/python -m daetalker_jax.synth --out "$OUT/corpus" --minutes "${MINUTES:-1}" --size "$SIZE" "$@"
-.venv/bin/python -m daetalker_jax.prepare --videos "$OUT/corpus/manifest.json" --out "$OUT/data" --size "$SIZE"
-echo "done: clips in $OUT/corpus/clips, preview in $OUT/corpus/preview.png, dataset in $OUT/data"
+BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
+if [ "$BACKEND" = "cpu" ]; then
+  MINUTES=${MINUTES:-2}; SYNTH_SIZE=128; SIZE=${SIZE:-64}; MARGIN=1.6
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-600}; S2L_STEPS=${S2L_STEPS:-500}
+  GEN_STEPS=10
+else
+  MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2
+  DAE_CONFIG=configs/dae.py:128; S2L_CONFIG=configs/s2l.py; DAE_STEPS=${DAE_STEPS:-20000}; S2L_STEPS=${S2L_STEPS:-10000}
+  GEN_STEPS=20
+fi
+echo "main job on $BACKEND: $MINUTES min corpus, ${SIZE}px, $DAE_CONFIG x $DAE_STEPS steps, $S2L_CONFIG x $S2L_STEPS steps"
+T0=$SECONDS
+$PY -m daetalker_jax.synth --out "$OUT/corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
+$PY -m daetalker_jax.prepare --videos "$OUT/corpus/manifest.json" --out "$OUT/data" --size "$SIZE" --margin "$MARGIN"
+$PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
+    --config.num_steps="$DAE_STEPS"
+$PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
+$PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
+    --config.num_steps="$S2L_STEPS"
+# Held-out speech: the first test clip spoken by the held-out voice (else the first test clip).
+CLIP=$($PY - "$OUT/corpus/manifest.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+test = [c for c in m["clips"] if c["split"] == "test"]
+held = [c for c in test if c["voice"] in m["held_out_voices"]]
+print((held or test)[0]["file"])
+EOF
+)
+CLIP_PATH="$OUT/corpus/$CLIP"
+$PY -m daetalker_jax.generate --audio "$CLIP_PATH" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/talking.mp4" \
+    --steps "$GEN_STEPS"
+$PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --out "$OUT/talking.png"
+echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out speech from $CLIP_PATH),"
+echo "contact sheet $OUT/talking.png, corpus preview $OUT/corpus/preview.png, runs $OUT/dae and $OUT/s2l"
