@@ -154,3 +154,18 @@ def test_mismatched_checkpoints_are_refused(tiny_dataset32, s2l_run, tmp_path):
     Trainer(c, tmp_path / "dae16", DAETask(c), mesh=mesh_of(1)).run()
     with pytest.raises(UserError, match="do not belong together"):
         Talker(tmp_path / "dae16", s2l_run)
+
+
+def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, tmp_path):
+    from PIL import Image
+
+    from daetalker_jax.generation.sheet import contact_sheet
+
+    corpus_dir, manifest = tiny_corpus
+    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+    summary = talker.generate(clip, tmp_path / "talking.mp4", progress=False)
+    assert summary["frames"] == len(read_mp4(clip).frames)   # same speech, same number of frames
+    sheet = contact_sheet(tmp_path / "talking.mp4", clip, tmp_path / "sheet.png")
+    assert sheet["frames"] == summary["frames"] and isinstance(sheet["opening_r"], float)
+    width, height = Image.open(tmp_path / "sheet.png").size
+    assert width > 800 and height > 400
