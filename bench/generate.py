@@ -17,8 +17,8 @@ import numpy as np
 from flax import nnx
 
 from configs import dae, s2l
-from daetalker_jax.models.unet import DiffAE, DiffAEConfig
 from daetalker_jax.talker import Talker
+from daetalker_jax.trainers.dae import DAETask
 from daetalker_jax.trainers.s2l import S2LTask
 
 ANCHOR_S_PER_S = {(256, 20): 2.9}   # official DiffAE, 25 fps, ANCHORS.md
@@ -26,8 +26,7 @@ ANCHOR_S_PER_S = {(256, 20): 2.9}   # official DiffAE, 25 fps, ANCHORS.md
 
 def _models(size: int):
     dc = dae.get_config(str(size))
-    dae_model = DiffAE(DiffAEConfig(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dc.model.items()}),
-                       rngs=nnx.Rngs(0))
+    dae_model = DAETask(dc).build_model(nnx.Rngs(0))
     sc = s2l.get_config()
     sc.latent_dim, sc.image_size = dc.model.z_channels, size
     s2l_model = S2LTask(sc).build_model(nnx.Rngs(1))

@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from daetalker_jax.data.features import log_mel
+from daetalker_jax.data.pipeline import SAMPLES_PER_FRAME
 from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
 from daetalker_jax.errors import UserError, ensure_writable_dir
@@ -35,7 +36,6 @@ from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, write_mp4
 from daetalker_jax.trainers.base import load_trained, make_mesh
 from daetalker_jax.trainers.dae import to_unit_range
 
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 Trained = tuple[ml_collections.ConfigDict, nnx.Module]
 SILENCE_PEAK = 1e-3   # -60 dBFS
 
