@@ -24,10 +24,12 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
 
 
 class GroupNorm32(nnx.Module):
-    """GroupNorm(min(32, C)) computed in fp32, returned in the compute dtype."""
+    """GroupNorm(32) computed in fp32, returned in the compute dtype. Narrow models whose channel counts
+    (skip concatenations included) are not multiples of 32 use the largest group count dividing C,
+    gcd(32, C); every official DiffAE layer has C % 32 == 0 and so keeps 32 groups."""
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
-        self.norm = nnx.GroupNorm(channels, num_groups=min(32, channels), epsilon=1e-5, dtype=jnp.float32,
+        self.norm = nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-5, dtype=jnp.float32,
                                   param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

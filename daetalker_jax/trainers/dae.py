@@ -1,5 +1,6 @@
 """Stage 1: the diffusion autoencoder. Encoder and UNet train jointly with the epsilon-MSE loss only
-(uniform t in 0..T-1, x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, z_sem = Enc(x0)), as in DiffAE."""
+(uniform t in 0..T-1, x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, z_sem = Enc(x0)), as in DiffAE; with
+`prediction = "v"` the MSE is on v instead (the CPU configuration, see diffusion/schedule.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class DAETask:
         self.config = config
         self.model_config = DiffAEConfig(**{k: tuple(v) if isinstance(v, list | tuple) else v
                                             for k, v in config.model.items()})
-        self.schedule = Schedule(config.diffusion_steps)
+        self.schedule = Schedule(config.diffusion_steps, config.get("prediction", "eps"))
 
     def build_model(self, rngs: nnx.Rngs) -> DiffAE:
         return DiffAE(self.model_config, rngs=rngs)
@@ -50,8 +51,8 @@ class DAETask:
         t = jax.lax.with_sharding_constraint(
             jax.random.randint(k_t, (x0.shape[0],), 0, self.schedule.num_timesteps), sharding)
         noise = jax.lax.with_sharding_constraint(jax.random.normal(k_noise, x0.shape), sharding)
-        eps = model(self.schedule.q_sample(x0, t, noise), t, model.encode(x0))
-        return jnp.mean((eps - noise) ** 2), {}
+        out = model(self.schedule.q_sample(x0, t, noise), t, model.encode(x0))
+        return jnp.mean((out - self.schedule.target(x0, t, noise)) ** 2), {}
 
     def samples(self, ema_model: DiffAE, batch: dict[str, jax.Array], key: jax.Array
                 ) -> tuple[np.ndarray, dict[str, float]]:
