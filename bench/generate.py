@@ -24,7 +24,8 @@ from daetalker_jax.trainers.s2l import S2LTask
 ANCHOR_S_PER_S = {(256, 20): 2.9}   # official DiffAE, 25 fps, ANCHORS.md
 
 
-def _models(size: int):
+def random_models(size: int):
+    """((config, DiffAE), (config, speech2latent)) with random weights at the real sizes, in eval mode."""
     dc = dae.get_config(str(size))
     dae_model = DAETask(dc).build_model(nnx.Rngs(0))
     sc = s2l.get_config()
@@ -35,7 +36,7 @@ def _models(size: int):
     return (dc, dae_model), (sc, s2l_model)
 
 
-def _speech(seconds: float) -> np.ndarray:
+def synthetic_speech(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * 16000)) / 16000
     return (0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32)
 
@@ -47,13 +48,13 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of the speech")
     p.add_argument("--batch-frames", type=int, default=128)
     args = p.parse_args()
-    audio = _speech(args.seconds)
+    audio = synthetic_speech(args.seconds)
     video_s = np.ceil(len(audio) / 640) / 25
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; {video_s:.2f} s of video per run")
     print("| size | DDIM steps | s2l s/s | decode s/s | total s/s | frames/s | anchor (official) |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
-        models = _models(size)
+        models = random_models(size)
         for steps in args.steps:
             talker = Talker(*models, steps=steps, batch_frames=args.batch_frames)
             x_T = talker.noise(0)

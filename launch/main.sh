@@ -13,7 +13,7 @@ OUT=${OUT:-runs/default}
 BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
 if [ "$BACKEND" = "cpu" ]; then
   MINUTES=${MINUTES:-2}; SYNTH_SIZE=128; SIZE=${SIZE:-64}; MARGIN=1.6
-  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-600}; S2L_STEPS=${S2L_STEPS:-500}
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-1100}; S2L_STEPS=${S2L_STEPS:-500}
   GEN_STEPS=10
 else
   MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2
@@ -41,6 +41,7 @@ EOF
 CLIP_PATH="$OUT/corpus/$CLIP"
 $PY -m daetalker_jax.generate --audio "$CLIP_PATH" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/talking.mp4" \
     --steps "$GEN_STEPS"
-$PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --out "$OUT/talking.png"
+$PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --data "$OUT/data" \
+    --out "$OUT/talking.png"
 echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out speech from $CLIP_PATH),"
 echo "contact sheet $OUT/talking.png, corpus preview $OUT/corpus/preview.png, runs $OUT/dae and $OUT/s2l"

@@ -156,7 +156,7 @@ def test_mismatched_checkpoints_are_refused(tiny_dataset32, s2l_run, tmp_path):
         Talker(tmp_path / "dae16", s2l_run)
 
 
-def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, tmp_path):
+def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, tiny_dataset32, tmp_path):
     from PIL import Image
 
     from daetalker_jax.generation.sheet import contact_sheet
@@ -165,7 +165,8 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
     summary = talker.generate(clip, tmp_path / "talking.mp4", progress=False)
     assert summary["frames"] == len(read_mp4(clip).frames)   # same speech, same number of frames
-    sheet = contact_sheet(tmp_path / "talking.mp4", clip, tmp_path / "sheet.png")
+    sheet = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "sheet.png")
     assert sheet["frames"] == summary["frames"] and isinstance(sheet["opening_r"], float)
+    assert sheet["probe_r_real"] > 0.5, sheet    # the probe reads real crops of a held-out clip
     width, height = Image.open(tmp_path / "sheet.png").size
     assert width > 800 and height > 400

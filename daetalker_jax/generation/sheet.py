@@ -1,7 +1,9 @@
-"""`python -m daetalker_jax.generation.sheet --video out.mp4 --clip CORPUS/clips/ID.mp4 --out sheet.png`:
-a contact sheet for a video generated from a synthetic-corpus clip's speech: generated frames over the
-real frames of that clip (every 3rd frame of its loudest second), and the mouth opening read from every
-generated and real frame by `synth.measure` under the clip's analytic ground-truth opening."""
+"""`python -m daetalker_jax.generation.sheet --video out.mp4 --clip CORPUS/clips/ID.mp4 --data DATA --out
+sheet.png`: a contact sheet for a video generated from a synthetic-corpus clip's speech: generated frames
+over the real face crops of that clip from the prepared dataset DATA (every 3rd frame of its loudest
+second), and the mouth opening of both read by `synth.probe.MouthProbe` (fit on DATA's training crops)
+under the clip's analytic ground truth. r(real) is the probe's own accuracy on this clip; r(generated)
+is how well the generated mouth follows the speech."""
 
 from __future__ import annotations
 
@@ -13,31 +15,41 @@ import numpy as np
 
 from daetalker_jax.errors import UserError, atomic_path, run_cli
 from daetalker_jax.media import read_mp4
+from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 
 SHOWN = 10
+SPLITS = ("test", "val", "train")
 
 
-def _opening(frames: np.ndarray) -> np.ndarray:
-    from daetalker_jax.synth.measure import measure
+def _real_crops(data_dir: Path, clip_id: str) -> np.ndarray:
+    counts = json.loads((data_dir / "summary.json").read_text())["splits"]
+    for split in (s for s in SPLITS if counts.get(s)):
+        clips = clip_frames(data_dir, split)
+        if clip_id in clips:
+            return clips[clip_id]
+    raise UserError(f"clip {clip_id} is not in the prepared dataset {data_dir}; pass the --data that was "
+                    "prepared from its corpus")
 
-    return np.array([measure(f).opening for f in frames], np.float64)
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
-def contact_sheet(video: Path, clip: Path, out_png: Path) -> dict:
+def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    generated, real = read_mp4(video).frames, read_mp4(clip).frames
-    side = json.loads(clip.with_suffix(".json").read_text())
-    truth = np.asarray(side["frames"]["opening"], np.float64)
+    generated, real = read_mp4(video).frames, _real_crops(data_dir, clip.stem)
+    truth = opening_track(clip.parent, clip.stem)
     n = min(len(generated), len(real), len(truth))
-    if n < SHOWN:
-        raise UserError(f"{video} has {len(generated)} frames; a contact sheet needs at least {SHOWN}")
-    gen_open, real_open = _opening(generated[:n]), _opening(real[:n])
-    start = int(np.clip(np.argmax(np.convolve(truth[:n], np.ones(25), "same")) - 15, 0, n - 3 * SHOWN))
-    picks = [min(n - 1, start + 3 * k) for k in range(SHOWN)]
+    if n < 3 * SHOWN:
+        raise UserError(f"{video} has {len(generated)} frames; a contact sheet needs at least {3 * SHOWN}")
+    probe = MouthProbe.from_dataset(data_dir, clip.parent, "train")
+    gen_open, real_open, truth = probe(generated[:n]), probe(real[:n]), truth[:n]
+    start = int(np.clip(np.argmax(np.convolve(truth, np.ones(25), "same")) - 15, 0, n - 3 * SHOWN))
+    picks = [start + 3 * k for k in range(SHOWN)]
     fig = plt.figure(figsize=(SHOWN * 1.2, 5.2))
     for row, (frames, name) in enumerate(((generated, "generated"), (real, "real"))):
         for k, i in enumerate(picks):
@@ -47,36 +59,40 @@ def contact_sheet(video: Path, clip: Path, out_png: Path) -> dict:
             ax.set_yticks([])
             if k == 0:
                 ax.set_ylabel(name)
+    r_gen, r_real = _corr(gen_open, truth), _corr(real_open, truth)
     ax = fig.add_subplot(3, 1, 3)
     t = np.arange(n) / 25
-    ax.plot(t, truth[:n], "k", label="ground truth")
-    ax.plot(t, real_open, color="tab:gray", alpha=0.7, label="measured, real")
-    ax.plot(t, gen_open, color="tab:red", label="measured, generated")
+    ax.plot(t, truth, "k", label="ground truth")
+    ax.plot(t, real_open, color="tab:gray", alpha=0.7, label=f"probe on real crops (r = {r_real:.2f})")
+    ax.plot(t, gen_open, color="tab:red", label=f"probe on generated (r = {r_gen:.2f})")
     ax.set_xlabel("seconds")
     ax.set_ylabel("mouth opening")
     ax.legend(loc="upper right", fontsize=7)
-    ok = np.isfinite(gen_open) & np.isfinite(truth[:n])
-    r = float(np.corrcoef(gen_open[ok], truth[:n][ok])[0, 1]) if ok.sum() > 2 else float("nan")
-    ax.set_title(f"mouth opening: generated vs ground truth r = {r:.2f}", fontsize=9)
+    ax.set_title(f"mouth opening: generated vs ground truth r = {r_gen:.2f}", fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-    return {"frames": n, "opening_r": r}
+    return {"frames": n, "opening_r": r_gen, "probe_r_real": r_real}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m daetalker_jax.generation.sheet", description=__doc__)
     p.add_argument("--video", type=Path, required=True, help="the generated mp4")
     p.add_argument("--clip", type=Path, required=True, help="the corpus clip (mp4 with its .json sidecar) it spoke")
+    p.add_argument("--data", type=Path, required=True, help="the prepared dataset made from that corpus")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     args = p.parse_args(argv)
     for path in (args.video, args.clip, args.clip.with_suffix(".json")):
         if not path.is_file():
             raise UserError(f"{path} does not exist")
-    summary = contact_sheet(args.video, args.clip, args.out)
+    if not (args.data / "summary.json").is_file():
+        raise UserError(f"{args.data} is not a prepared dataset folder (no summary.json); pass the --out of "
+                        "`python -m daetalker_jax.prepare`")
+    summary = contact_sheet(args.video, args.clip, args.data, args.out)
     print(f"contact sheet {args.out}: mouth opening of the generated video vs ground truth r = "
-          f"{summary['opening_r']:.2f} over {summary['frames']} frames")
+          f"{summary['opening_r']:.2f} over {summary['frames']} frames (the probe reads the real crops with "
+          f"r = {summary['probe_r_real']:.2f})")
     return 0
 
 
