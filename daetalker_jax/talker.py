@@ -86,7 +86,7 @@ class Talker:
                             f"a {self.s2l_config.image_size}px DiffAE, but {dae} is {size}px; use "
                             f"{self.s2l_config.dae}")
         self.image_size, self.steps = size, steps
-        self.schedule = Schedule(self.dae_config.diffusion_steps, self.dae_config.get("prediction", "eps"))
+        self.schedule = Schedule.of(self.dae_config)
         self.mesh = make_mesh()
         self.batch_frames = -(-batch_frames // self.mesh.size) * self.mesh.size
         self.speech_encoder = None

@@ -27,22 +27,31 @@ class Schedule:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
+    @classmethod
+    def of(cls, config) -> Schedule:
+        """The schedule a DiffAE config trains with (runs saved before `prediction` existed used eps)."""
+        return cls(config.diffusion_steps, config.get("prediction", "eps"))
+
     @property
     def alphas_cumprod(self) -> np.ndarray:
         scale = 1000 / self.num_timesteps
         betas = np.linspace(scale * 1e-4, scale * 0.02, self.num_timesteps, dtype=np.float64)
         return np.cumprod(1.0 - betas)
 
+    def _abar(self, t: jax.Array) -> jax.Array:
+        """alpha_bar at per-example timesteps (B,), shaped to broadcast over (B, H, W, C)."""
+        return jnp.asarray(self.alphas_cumprod, jnp.float32)[t][:, None, None, None]
+
     def q_sample(self, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, t of shape (B,)."""
-        abar = jnp.asarray(self.alphas_cumprod, jnp.float32)[t][:, None, None, None]
+        abar = self._abar(t)
         return jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * noise
 
     def target(self, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
         """The denoiser's regression target for x_t = q_sample(x0, t, noise)."""
         if self.prediction == "eps":
             return noise
-        abar = jnp.asarray(self.alphas_cumprod, jnp.float32)[t][:, None, None, None]
+        abar = self._abar(t)
         return jnp.sqrt(abar) * noise - jnp.sqrt(1 - abar) * x0
 
     def x0_and_eps(self, output: jax.Array, x_t: jax.Array, abar: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -18,12 +18,15 @@ from daetalker_jax.media import read_mp4
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 
 SHOWN = 10
-SPLITS = ("test", "val", "train")
+HELD_OUT = ("test", "val")
 
 
-def _real_crops(data_dir: Path, clip_id: str) -> np.ndarray:
+def _real_crops(data_dir: Path, clip_id: str, train: dict[str, np.ndarray]) -> np.ndarray:
+    """The clip's crops from whichever split holds it (`train` is already loaded for the probe)."""
+    if clip_id in train:
+        return train[clip_id]
     counts = json.loads((data_dir / "summary.json").read_text())["splits"]
-    for split in (s for s in SPLITS if counts.get(s)):
+    for split in (s for s in HELD_OUT if counts.get(s)):
         clips = clip_frames(data_dir, split)
         if clip_id in clips:
             return clips[clip_id]
@@ -41,12 +44,13 @@ def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    generated, real = read_mp4(video).frames, _real_crops(data_dir, clip.stem)
+    train = clip_frames(data_dir, "train")
+    generated, real = read_mp4(video).frames, _real_crops(data_dir, clip.stem, train)
     truth = opening_track(clip.parent, clip.stem)
     n = min(len(generated), len(real), len(truth))
     if n < 3 * SHOWN:
         raise UserError(f"{video} has {len(generated)} frames; a contact sheet needs at least {3 * SHOWN}")
-    probe = MouthProbe.from_dataset(data_dir, clip.parent, "train")
+    probe = MouthProbe.from_clips(train, clip.parent)
     gen_open, real_open, truth = probe(generated[:n]), probe(real[:n]), truth[:n]
     start = int(np.clip(np.argmax(np.convolve(truth, np.ones(25), "same")) - 15, 0, n - 3 * SHOWN))
     picks = [start + 3 * k for k in range(SHOWN)]

@@ -59,8 +59,8 @@ class MouthProbe:
         self.weights = x.T @ alpha
 
     @classmethod
-    def from_dataset(cls, data_dir: str | Path, corpus_clips: Path, split: str = "train") -> MouthProbe:
-        clips = clip_frames(data_dir, split)
+    def from_clips(cls, clips: dict[str, np.ndarray], corpus_clips: Path) -> MouthProbe:
+        """Fits on `clip_frames(...)` of a split, with each clip's sidecar track from `corpus_clips`."""
         tracks = [opening_track(corpus_clips, k)[:len(v)] for k, v in clips.items()]
         return cls(np.concatenate([v[:len(t)] for v, t in zip(clips.values(), tracks)]), np.concatenate(tracks))
 

@@ -30,7 +30,7 @@ class DAETask:
         self.config = config
         self.model_config = DiffAEConfig(**{k: tuple(v) if isinstance(v, list | tuple) else v
                                             for k, v in config.model.items()})
-        self.schedule = Schedule(config.diffusion_steps, config.get("prediction", "eps"))
+        self.schedule = Schedule.of(config)
 
     def build_model(self, rngs: nnx.Rngs) -> DiffAE:
         return DiffAE(self.model_config, rngs=rngs)
