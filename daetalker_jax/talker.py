@@ -105,6 +105,7 @@ class Talker:
         self._s2l_fn = jax.jit(self._s2l_window, static_argnums=3)
         self._decode_fn = jax.jit(self._decode)
         self._invert_fn = jax.jit(self._invert)
+        self._reconstruct_fn = jax.jit(self._reconstruct, static_argnums=3)
 
     # --- speech -> latents -------------------------------------------------------------------------------
     def features(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -163,16 +164,41 @@ class Talker:
         image = _square_resize(image, self.image_size)
         return self._invert_fn(self._dae_state, to_unit_range(jnp.asarray(image))[None])
 
+    def _batches(self, x: np.ndarray) -> Iterator[tuple[jax.Array, int]]:
+        """x in fixed batches of batch_frames (the last one zero-padded), sharded over the devices."""
+        for a in range(0, len(x), self.batch_frames):
+            chunk = x[a:a + self.batch_frames]
+            padded = np.pad(chunk, [(0, self.batch_frames - len(chunk))] + [(0, 0)] * (x.ndim - 1))
+            yield jax.device_put(padded, self._frames_sharding), len(chunk)
+
     def frames(self, z: np.ndarray, x_T: jax.Array, progress: tqdm | None = None) -> Iterator[np.ndarray]:
-        """Decodes latents batch by batch (padded to batch_frames, sharded over devices); yields uint8 frames."""
-        for a in range(0, len(z), self.batch_frames):
-            chunk = z[a:a + self.batch_frames]
-            padded = np.pad(chunk, [(0, self.batch_frames - len(chunk)), (0, 0)])
-            out = self._decode_fn(self._dae_state, jax.device_put(padded, self._frames_sharding), x_T)
-            for frame in np.asarray(out)[:len(chunk)]:
+        """Decodes latents batch by batch; yields uint8 frames."""
+        for batch, n in self._batches(z):
+            for frame in np.asarray(self._decode_fn(self._dae_state, batch, x_T))[:n]:
                 if progress is not None:
                     progress.update()
                 yield frame
+
+    def _reconstruct(self, state, frames, x_T, invert: bool):
+        model = nnx.merge(self._dae_def, state)
+        x0 = to_unit_range(frames)
+        z = model.encode(x0)
+        start = ddim.invert(model, x0, z, self.schedule, self.steps) if invert else jnp.broadcast_to(x_T, x0.shape)
+        x = ddim.sample(model, start, z, self.schedule, self.steps)
+        return z, jnp.clip((x + 1) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
+
+    def reconstruct(self, frames: np.ndarray, x_T: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The DiffAE alone on real (n, S, S, 3) uint8 frames: their latents (the speech2latent targets) and
+        the frames decoded from those latents and the shared `x_T`, or each frame's own DDIM inversion (None)."""
+        if frames.shape[1:] != (self.image_size, self.image_size, 3):
+            raise UserError(f"frames of shape {frames.shape[1:]} do not fit this {self.image_size}px DiffAE")
+        shared = jnp.zeros((self.image_size,) * 2 + (3,)) if x_T is None else x_T
+        zs, outs = [], []
+        for batch, n in self._batches(frames):
+            z, out = self._reconstruct_fn(self._dae_state, batch, shared, x_T is None)
+            zs.append(np.asarray(z)[:n])
+            outs.append(np.asarray(out)[:n])
+        return np.concatenate(zs), np.concatenate(outs)
 
     # --- whole files and streams ---------------------------------------------------------------------------
     def generate(self, audio: np.ndarray | str | Path, out: str | Path, *, pose: np.ndarray | None = None,

@@ -4,7 +4,7 @@
 #   -> generate a talking video for held-out speech (a test sentence in the held-out voice) + contact sheet.
 # On a CPU it picks the small `cpu` configs (about 20 minutes on 2 cores); with a GPU/TPU the 128 px
 # DiffAE and the default speech2latent on a 30-minute corpus. Rerunning resumes every stage.
-# Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. bash launch/main.sh
+# Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. CORPUS=an/existing/corpus bash launch/main.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
@@ -22,15 +22,11 @@ else
 fi
 echo "main job on $BACKEND: $MINUTES min corpus, ${SIZE}px, $DAE_CONFIG x $DAE_STEPS steps, $S2L_CONFIG x $S2L_STEPS steps"
 T0=$SECONDS
-$PY -m daetalker_jax.synth --out "$OUT/corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
-$PY -m daetalker_jax.prepare --videos "$OUT/corpus/manifest.json" --out "$OUT/data" --size "$SIZE" --margin "$MARGIN"
-$PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
-    --config.num_steps="$DAE_STEPS"
-$PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
-$PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
-    --config.num_steps="$S2L_STEPS"
+source launch/stages.sh
+train_stages "$@"
+C=${CORPUS:-$OUT/corpus}
 # Held-out speech: the first test clip spoken by the held-out voice (else the first test clip).
-CLIP=$($PY - "$OUT/corpus/manifest.json" <<'EOF'
+CLIP=$($PY - "$C/manifest.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 test = [c for c in m["clips"] if c["split"] == "test"]
@@ -38,10 +34,10 @@ held = [c for c in test if c["voice"] in m["held_out_voices"]]
 print((held or test)[0]["file"])
 EOF
 )
-CLIP_PATH="$OUT/corpus/$CLIP"
+CLIP_PATH="$C/$CLIP"
 $PY -m daetalker_jax.generate --audio "$CLIP_PATH" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/talking.mp4" \
     --steps "$GEN_STEPS"
 $PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --data "$OUT/data" \
     --out "$OUT/talking.png"
 echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out speech from $CLIP_PATH),"
-echo "contact sheet $OUT/talking.png, corpus preview $OUT/corpus/preview.png, runs $OUT/dae and $OUT/s2l"
+echo "contact sheet $OUT/talking.png, corpus preview $C/preview.png, runs $OUT/dae and $OUT/s2l"

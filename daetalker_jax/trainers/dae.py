@@ -13,6 +13,7 @@ from flax import nnx
 from daetalker_jax.data import pipeline
 from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
+from daetalker_jax.metrics.fidelity import psnr
 from daetalker_jax.models.unet import DiffAE, DiffAEConfig
 
 
@@ -75,9 +76,3 @@ class DAETask:
         rows = [to_uint8(r) for r in (x0, inverted, shared)]
         grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
         return grid, {"sample/psnr_inverted": psnr(rows[0], rows[1]), "sample/psnr_shared_xT": psnr(rows[0], rows[2])}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of uint8 images (inf when identical)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

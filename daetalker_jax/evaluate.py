@@ -1,0 +1,84 @@
+"""`python -m daetalker_jax.evaluate --dae RUN --s2l RUN --data DATA --out REPORT_DIR`: the evaluation suite.
+
+Generates every held-out clip of DATA from its speech and writes REPORT_DIR/report.json (every number, per
+clip and averaged), summary.md (the quality targets and where the run stands), mouth.png, pose.png,
+targets.png, sample.mp4 (the first clip, with its speech) and sheet.png (its contact sheet). With
+--corpus (the synthetic corpus' clips folder, with the JSON sidecars) lip sync is scored against the
+analytic mouth track."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from daetalker_jax.errors import UserError, ensure_writable_dir, run_cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m daetalker_jax.evaluate", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dae", type=Path, required=True, help="the DiffAE training run folder")
+    p.add_argument("--s2l", type=Path, required=True, help="the speech2latent training run folder")
+    p.add_argument("--data", type=Path, required=True, help="the prepared dataset (held-out clips are scored)")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="the synthetic corpus' clips folder (sidecars): lip sync against the analytic mouth track")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--split", default=None, help="split to score (default: test, else val)")
+    p.add_argument("--pose", choices=("given", "predicted"), default="given",
+                   help="feed the ground-truth pose to speech2latent, or let it predict one")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shared x_T")
+    p.add_argument("--max-clips", type=int, default=None, help="score only the first N clips")
+    p.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D network is slow on a CPU)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for flag, path in (("--dae", args.dae), ("--s2l", args.s2l)):
+        if not (path / "config.json").is_file():
+            raise UserError(f"{flag} {path} is not a training run folder (no config.json)")
+    if not (args.data / "summary.json").is_file():
+        raise UserError(f"--data {args.data} is not a prepared dataset folder (no summary.json); pass the --out of "
+                        "`python -m daetalker_jax.prepare`")
+    if args.corpus is not None and not args.corpus.is_dir():
+        raise UserError(f"--corpus {args.corpus} is not a folder; pass the corpus' clips folder (CORPUS/clips)")
+    out = ensure_writable_dir(args.out)
+
+    import numpy as np
+
+    from daetalker_jax.evaluation.report import write_report
+    from daetalker_jax.evaluation.suite import aggregate, evaluate_clips, held_out_split, video_fvd
+    from daetalker_jax.media import write_mp4
+    from daetalker_jax.data.pipeline import data_source
+    from daetalker_jax.talker import Talker
+
+    split = args.split or held_out_split(args.data)
+    talker = Talker(args.dae, args.s2l, steps=args.steps)
+    results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
+                             seed=args.seed, max_clips=args.max_clips)
+    if not results:
+        raise UserError(f"the {split} split of {args.data} has no clips")
+    summary = aggregate(results)
+    if not args.no_fvd:
+        value = video_fvd(results)
+        if value is not None:
+            summary["fvd"] = value
+    meta = {"dae": str(args.dae), "s2l": str(args.s2l), "data": str(args.data), "split": split,
+            "steps": args.steps, "seed": args.seed, "pose_given": args.pose == "given", "clips": len(results)}
+    write_report(out, results, summary, meta)
+    first = results[0]
+    audio = np.asarray(data_source(str(args.data), "clips", split)[0]["audio"], np.float32)
+    write_mp4(out / "sample.mp4", first.generated, audio[:len(first.generated) * 640])
+    if args.corpus is not None and (args.corpus / f"{first.clip_id}.json").is_file():
+        from daetalker_jax.generation.sheet import contact_sheet
+
+        contact_sheet(out / "sample.mp4", args.corpus / f"{first.clip_id}.mp4", args.data, out / "sheet.png")
+    print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+    print(f"report: {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,121 @@
+"""Scores a trained DiffAE + speech2latent on the held-out clips of a prepared dataset.
+
+Per clip: the video generated from the clip's speech (ground-truth pose given, or predicted) with one shared
+x_T; the DiffAE alone on the real crops (decoded from inverted and from the shared x_T); then frame
+fidelity, lip sync against the synthetic corpus' analytic mouth track (when its sidecars are there), pose
+error and head-motion statistics, temporal stability, and FVD over all clips. Mouth opening and pose are
+read from pixels by `synth.measure` at 128 px and up; smaller frames get the mouth-opening probe (fit on the
+training crops; no pose), and the reader's own accuracy on the real crops is reported next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from daetalker_jax.data.pipeline import data_source
+from daetalker_jax.metrics.fidelity import psnr, ssim
+from daetalker_jax.metrics.lipsync import sync_scores
+from daetalker_jax.metrics.pose import compare_motion, pose_error
+from daetalker_jax.metrics.stability import stability
+from daetalker_jax.synth.measure import measure
+from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
+from daetalker_jax.talker import Talker
+
+MEASURE_MIN_SIZE = 128   # `measure` needs the eye whites and nostrils (see its docstring)
+
+
+class Reader:
+    """Mouth opening (and pose, from 128 px) per frame, from pixels."""
+
+    def __init__(self, size: int, data_dir: Path, corpus_clips: Path | None):
+        self.uses_measure = size >= MEASURE_MIN_SIZE
+        self.probe = None
+        if not self.uses_measure and corpus_clips is not None:
+            self.probe = MouthProbe.from_clips(clip_frames(data_dir, "train"), corpus_clips)
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) opening and (n, 3) yaw/pitch/roll in degrees, NaN where unreadable."""
+        if self.uses_measure:
+            m = [measure(f) for f in frames]
+            return np.array([x.opening for x in m]), np.array([(x.yaw, x.pitch, x.roll) for x in m])
+        opening = self.probe(frames) if self.probe is not None else np.full(len(frames), np.nan)
+        return opening, np.full((len(frames), 3), np.nan)
+
+
+@dataclass
+class ClipResult:
+    clip_id: str
+    scores: dict[str, float]
+    generated: np.ndarray                       # uint8 frames
+    real: np.ndarray
+    tracks: dict[str, np.ndarray] = field(default_factory=dict)   # for the plots
+
+
+def held_out_split(data_dir: Path) -> str:
+    import json
+
+    counts = json.loads((Path(data_dir) / "summary.json").read_text())["splits"]
+    return next((s for s in ("test", "val") if counts.get(s)), "train")
+
+
+def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
+                   seed: int = 0, max_clips: int | None = None) -> list[ClipResult]:
+    source = data_source(str(data_dir), "clips", split)
+    crops = clip_frames(data_dir, split)
+    reader = Reader(talker.image_size, data_dir, corpus_clips)
+    x_T = talker.noise(seed)
+    results = []
+    n_clips = len(source) if max_clips is None else min(max_clips, len(source))
+    for i in tqdm(range(n_clips), desc="evaluate", unit="clip"):
+        ex = source[i]
+        clip_id = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
+        real, true_pose = crops[clip_id], np.asarray(ex["pose"], np.float64)
+        z, used_pose = talker.latents(np.asarray(ex["audio"], np.float32), true_pose if pose_given else None)
+        generated = np.stack(list(talker.frames(z, x_T)))
+        n = min(len(generated), len(real))
+        _, inverted = talker.reconstruct(real[:n])
+        _, shared = talker.reconstruct(real[:n], x_T)
+        scores = {"frames": float(n), "psnr": psnr(generated[:n], real[:n]), "ssim": ssim(generated[:n], real[:n]),
+                  "recon/psnr_inverted": psnr(inverted, real[:n]), "recon/ssim_inverted": ssim(inverted, real[:n]),
+                  "recon/psnr_shared_xT": psnr(shared, real[:n]), "recon/ssim_shared_xT": ssim(shared, real[:n])}
+        scores.update({f"stability/{k}": v for k, v in stability(generated[:n], real[:n]).items()})
+        gen_open, gen_pose = reader(generated[:n])
+        tracks = {"generated_opening": gen_open, "generated_pose": gen_pose, "requested_pose": used_pose[:n],
+                  "true_pose": true_pose[:n]}
+        if corpus_clips is not None and (corpus_clips / f"{clip_id}.json").is_file():
+            truth = opening_track(corpus_clips, clip_id)[:n]
+            real_open, _ = reader(real[:n])
+            tracks.update(truth_opening=truth, real_opening=real_open)
+            scores.update({f"lipsync/{k}": v for k, v in sync_scores(gen_open, truth).items()})
+            scores["lipsync/reader_r_on_real"] = sync_scores(real_open, truth)["r"]
+        if reader.uses_measure:
+            if pose_given:
+                scores.update({f"pose/{k}": v for k, v in pose_error(gen_pose, true_pose[:n]).items()})
+            scores.update({f"motion/{k}": v for k, v in compare_motion(gen_pose, true_pose[:n]).items()})
+        results.append(ClipResult(clip_id, scores, generated[:n], real[:n], tracks))
+    return results
+
+
+def video_fvd(results: list[ClipResult]) -> float | None:
+    """FVD between the real and the generated clips (None when no clip is long enough for the protocol)."""
+    from daetalker_jax.metrics.fvd import CLIP_FRAMES, fvd
+
+    long = [r for r in results if len(r.generated) >= CLIP_FRAMES]
+    if len(long) < 2:
+        return None
+    return fvd(np.stack([r.real[:CLIP_FRAMES] for r in long]), np.stack([r.generated[:CLIP_FRAMES] for r in long]))
+
+
+def aggregate(results: list[ClipResult]) -> dict[str, float]:
+    """Mean over clips of every score (median for the sync offset; NaN-aware; NaN when no clip has it)."""
+    keys = sorted({k for r in results for k in r.scores})
+    out = {}
+    for k in keys:
+        vals = np.array([r.scores.get(k, np.nan) for r in results], np.float64)
+        finite = vals[np.isfinite(vals) | (vals == np.inf)]
+        out[k] = float((np.median if k.endswith("best_offset") else np.mean)(finite)) if len(finite) else float("nan")
+    return out

@@ -1,0 +1,26 @@
+# Sourced by main.sh and reference_run.sh: from the embedded default data to trained runs under $OUT.
+# Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
+# reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng).
+# Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
+train_stages() {
+  local corpus=${CORPUS:-$OUT/corpus}
+  if [ -z "${CORPUS:-}" ]; then
+    stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
+  fi
+  stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
+      --margin "$MARGIN"
+  stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
+      --config.num_steps="$DAE_STEPS"
+  stage extract $PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
+  stage train_s2l $PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
+      --config.num_steps="$S2L_STEPS"
+}
+
+# `stage NAME cmd...`: runs cmd and appends "NAME seconds" to $OUT/timings.txt.
+stage() {
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  mkdir -p "$OUT"
+  echo "$name $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
+}

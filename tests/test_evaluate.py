@@ -1,0 +1,68 @@
+"""The evaluation suite end to end on the tiny runs, the targets table, and its bad-input errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from daetalker_jax.evaluation.report import target_table
+from daetalker_jax.evaluation.suite import ClipResult, aggregate
+from daetalker_jax.media import read_mp4
+
+
+def test_aggregate_and_targets_by_hand():
+    empty = np.zeros((1, 2, 2, 3), np.uint8)
+    results = [ClipResult("a", {"psnr": 20.0, "lipsync/best_offset": 1.0}, empty, empty),
+               ClipResult("b", {"psnr": 30.0, "lipsync/best_offset": -1.0, "lipsync/r": float("nan")}, empty, empty),
+               ClipResult("c", {"psnr": 40.0, "lipsync/best_offset": 5.0}, empty, empty)]
+    summary = aggregate(results)
+    assert summary["psnr"] == 30.0                      # mean
+    assert summary["lipsync/best_offset"] == 1.0        # median, not mean (5/3)
+    assert math.isnan(summary["lipsync/r"])             # no clip has a finite value
+    table = {row["score"]: row for row in target_table({"recon/psnr_inverted": 41.0, "lipsync/best_offset": -1.0,
+                                                        "stability/flicker_ratio": 1.5})}
+    assert table["recon/psnr_inverted"]["met"] is True and table["lipsync/best_offset"]["met"] is True
+    assert table["stability/flicker_ratio"]["met"] is False and table["lipsync/r"]["met"] is None
+
+
+def test_evaluate_cli_writes_the_report(dae_run, s2l_run, tiny_dataset32, tiny_corpus, tmp_path):
+    corpus_dir, manifest = tiny_corpus
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "daetalker_jax.evaluate", "--dae", str(dae_run), "--s2l", str(s2l_run),
+           "--data", str(tiny_dataset32), "--corpus", str(corpus_dir / "clips"), "--out", str(out), "--steps", "2",
+           "--no-fvd"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    test_ids = sorted(c["clip_id"] for c in manifest["clips"] if c["split"] == "test")
+    assert sorted(report["clips"]) == test_ids and report["meta"]["split"] == "test"
+    summary = report["summary"]
+    for key in ("psnr", "ssim", "recon/psnr_inverted", "recon/psnr_shared_xT", "stability/flicker_ratio",
+                "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real"):
+        assert key in summary, key
+    assert 0 < summary["recon/psnr_shared_xT"] < 60 and -1 <= summary["ssim"] <= 1
+    assert summary["lipsync/reader_r_on_real"] > 0.5          # the probe reads the real held-out crops
+    assert {row["score"] for row in report["targets"]} >= {"lipsync/r", "recon/psnr_inverted"}
+    md = (out / "summary.md").read_text()
+    assert "| score | target | value | met |" in md and "lipsync/r" in md
+    first = report["clips"][sorted(report["clips"], key=test_ids.index)[0]]
+    video = read_mp4(out / "sample.mp4")
+    assert len(video.frames) == int(first["frames"]) and video.frames.shape[1:] == (32, 32, 3)
+    for png in ("mouth.png", "targets.png"):
+        assert Image.open(out / png).size[0] > 300
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_bad_inputs_exit_2_without_a_report(dae_run, s2l_run, tiny_dataset32, tmp_path):
+    base = [sys.executable, "-m", "daetalker_jax.evaluate", "--out", str(tmp_path / "r")]
+    cases = [(["--dae", str(tmp_path), "--s2l", str(s2l_run), "--data", str(tiny_dataset32)], "not a training run"),
+             (["--dae", str(dae_run), "--s2l", str(s2l_run), "--data", str(tmp_path)], "not a prepared dataset"),
+             (["--dae", str(dae_run), "--s2l", str(s2l_run), "--data", str(tiny_dataset32), "--corpus",
+               str(tmp_path / "nope")], "not a folder")]
+    for args, message in cases:
+        proc = subprocess.run(base + args, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-2000:])
+        assert not (tmp_path / "r" / "report.json").exists()
