@@ -8,6 +8,8 @@ minutes on 2 cores), tiny (CPU tests: 32 px, a few channels, fp32).
 
 import ml_collections
 
+from daetalker_jax.trainers import TRAINER_DEFAULTS
+
 MODELS = {
     "256": dict(image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4),
                 enc_channel_mult=(1, 1, 2, 2, 4, 4, 4)),
@@ -29,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variant = variant
     c.data_dir = "runs/default/data"   # made by `python -m daetalker_jax.prepare`
     c.split = "train"
+    c.update(TRAINER_DEFAULTS)
     c.model = ml_collections.ConfigDict(dict(num_res_blocks=2, attention_resolutions=(16,), embed_channels=512,
                                              z_channels=512, dropout=0.1, dtype="bfloat16"))
     c.model.update(MODELS[variant])
@@ -36,16 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.prediction = "eps"               # DiffAE's; "v" decodes from random x_T after far fewer steps (cpu)
     c.batch_size = 64                  # global, over all devices of all processes
     c.learning_rate = 1e-4
-    c.grad_clip = 1.0
     c.ema_decay = 0.9999
     c.num_steps = 200_000
-    c.init_from = ""                   # orbax params from `python -m daetalker_jax.convert_diffae`
-    c.seed = 0
     c.augment = False
     c.data_workers = 4
-    c.log_every = 50
-    c.checkpoint_every = 2000
-    c.keep_checkpoints = 3
     c.sample_every = 5000              # EMA reconstructions grid; 0 disables
     c.sample_count = 8
     c.sample_steps = 20                # DDIM steps of the sample grid

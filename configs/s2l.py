@@ -14,6 +14,8 @@ Variants (`--config configs/s2l.py:<variant>`): default, cpu (the main job on a 
 
 import ml_collections
 
+from daetalker_jax.trainers import TRAINER_DEFAULTS
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
@@ -24,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variant = variant
     c.data_dir = "runs/default/data"   # prepared, then `python -m daetalker_jax.extract --dae RUN`
     c.split = "train"
+    c.update(TRAINER_DEFAULTS)
     c.features = "mel"                 # mel | speech
     c.model = ml_collections.ConfigDict(dict(
         dim=512, heads=4, ffn_dim=2048, kernel=15, dropout=0.1, dtype="bfloat16",
@@ -33,15 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.window_frames = 100              # 4 s training windows at 25 fps
     c.batch_size = 32                  # global, over all devices of all processes
     c.learning_rate = 1e-4
-    c.grad_clip = 1.0
     c.ema_decay = 0.999
     c.num_steps = 50_000
-    c.init_from = ""
-    c.seed = 0
     c.data_workers = 2
-    c.log_every = 50
-    c.checkpoint_every = 2000
-    c.keep_checkpoints = 3
     c.sample_every = 1000              # held-out clip: val scalars + latent/pose plot; 0 disables
     # Filled in from the extracted data when a run starts (0 / "" = not yet), then saved with the run.
     c.latent_dim = 0

@@ -4,7 +4,8 @@ Generates every held-out clip of DATA from its speech and writes REPORT_DIR/repo
 clip and averaged), summary.md (the quality targets and where the run stands), mouth.png, pose.png,
 targets.png, sample.mp4 (the first clip, with its speech) and sheet.png (its contact sheet). With
 --corpus (the synthetic corpus' clips folder, with the JSON sidecars) lip sync is scored against the
-analytic mouth track."""
+analytic mouth track; with --sync (a trained sync expert run) LSE-D / LSE-C / offset are added, for the
+generated and for the real frames."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True, help="the prepared dataset (held-out clips are scored)")
     p.add_argument("--corpus", type=Path, default=None,
                    help="the synthetic corpus' clips folder (sidecars): lip sync against the analytic mouth track")
+    p.add_argument("--sync", type=Path, default=None,
+                   help="a trained sync expert run (python -m daetalker_jax.train --config configs/sync.py): LSE-D/C")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--split", default=None, help="split to score (default: test, else val)")
     p.add_argument("--pose", choices=("given", "predicted"), default="given",
@@ -36,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for flag, path in (("--dae", args.dae), ("--s2l", args.s2l)):
+    for flag, path in (("--dae", args.dae), ("--s2l", args.s2l), ("--sync", args.sync)):
+        if path is None:
+            continue
         if not (path / "config.json").is_file():
             raise UserError(f"{flag} {path} is not a training run folder (no config.json)")
     if not (args.data / "summary.json").is_file():
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from daetalker_jax.evaluation.report import write_report
-    from daetalker_jax.evaluation.suite import aggregate, evaluate_clips, held_out_split, video_fvd
+    from daetalker_jax.evaluation.suite import SyncExpert, aggregate, evaluate_clips, held_out_split, video_fvd
     from daetalker_jax.media import write_mp4
     from daetalker_jax.data.pipeline import data_source
     from daetalker_jax.talker import Talker
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     split = args.split or held_out_split(args.data)
     talker = Talker(args.dae, args.s2l, steps=args.steps)
     results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
-                             seed=args.seed, max_clips=args.max_clips)
+                             seed=args.seed, max_clips=args.max_clips,
+                             sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")
     summary = aggregate(results)

@@ -102,6 +102,21 @@ def s2l_run(extracted, tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def sync_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny sync expert trained for 150 steps on the 64 px tiny dataset (EMA off: the trained weights)."""
+    from configs import sync
+    from daetalker_jax.trainers.base import Trainer
+    from daetalker_jax.trainers.sync import SyncTask
+
+    data_dir, _ = tiny_dataset
+    workdir = tmp_path_factory.mktemp("sync_run")
+    c = sync.get_config("tiny")
+    c.data_dir, c.num_steps, c.sample_every, c.checkpoint_every, c.ema_decay = str(data_dir), 150, 150, 150, 0.0
+    Trainer(c, workdir, SyncTask(c), mesh=mesh_of(1)).run()
+    return workdir
+
+
 def write_audio(path: Path, audio: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:
     """Encodes mono float audio into any container/codec PyAV has (wav, flac, mp3, ...)."""
     layout = "mono" if channels == 1 else "stereo"

@@ -28,12 +28,12 @@ def test_aggregate_and_targets_by_hand():
     assert table["stability/flicker_ratio"]["met"] is False and table["lipsync/r"]["met"] is None
 
 
-def test_evaluate_cli_writes_the_report(dae_run, s2l_run, tiny_dataset32, tiny_corpus, tmp_path):
+def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset32, tiny_corpus, tmp_path):
     corpus_dir, manifest = tiny_corpus
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "daetalker_jax.evaluate", "--dae", str(dae_run), "--s2l", str(s2l_run),
            "--data", str(tiny_dataset32), "--corpus", str(corpus_dir / "clips"), "--out", str(out), "--steps", "2",
-           "--no-fvd"]
+           "--sync", str(sync_run), "--no-fvd"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -41,10 +41,12 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, tiny_dataset32, tiny_c
     assert sorted(report["clips"]) == test_ids and report["meta"]["split"] == "test"
     summary = report["summary"]
     for key in ("psnr", "ssim", "recon/psnr_inverted", "recon/psnr_shared_xT", "stability/flicker_ratio",
-                "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real"):
+                "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real", "sync/lse_d", "sync/lse_c_real",
+                "sync/offset"):
         assert key in summary, key
     assert 0 < summary["recon/psnr_shared_xT"] < 60 and -1 <= summary["ssim"] <= 1
     assert summary["lipsync/reader_r_on_real"] > 0.5          # the probe reads the real held-out crops
+    assert summary["sync/lse_d"] >= 0 and summary["sync/lse_c"] >= 0 and abs(summary["sync/offset"]) <= 15
     assert {row["score"] for row in report["targets"]} >= {"lipsync/r", "recon/psnr_inverted"}
     md = (out / "summary.md").read_text()
     assert "| score | target | value | met |" in md and "lipsync/r" in md
@@ -60,6 +62,8 @@ def test_bad_inputs_exit_2_without_a_report(dae_run, s2l_run, tiny_dataset32, tm
     base = [sys.executable, "-m", "daetalker_jax.evaluate", "--out", str(tmp_path / "r")]
     cases = [(["--dae", str(tmp_path), "--s2l", str(s2l_run), "--data", str(tiny_dataset32)], "not a training run"),
              (["--dae", str(dae_run), "--s2l", str(s2l_run), "--data", str(tmp_path)], "not a prepared dataset"),
+             (["--dae", str(dae_run), "--s2l", str(s2l_run), "--data", str(tiny_dataset32), "--sync", str(dae_run)],
+              "not a sync expert"),
              (["--dae", str(dae_run), "--s2l", str(s2l_run), "--data", str(tiny_dataset32), "--corpus",
                str(tmp_path / "nope")], "not a folder")]
     for args, message in cases:

@@ -4,9 +4,11 @@
            clip, plus per-dimension mean/std over the train split for z-normalisation;
   speech:  every clip's audio through a wav2vec 2.0 / HuBERT checkpoint -> (2 n_frames, layers, hidden)
            float16 per clip (all hidden states, so speech2latent can learn its layer weights), plus
-           per-layer mean/std over the train split.
+           per-layer mean/std over the train split;
+  mouths:  the grayscale mouth crop of every frame (metrics/syncnet.py) for the sync expert
+           (trainers/sync.py), made on demand when a sync run starts.
 
-Both are resumable (finished work is kept on disk and skipped), show progress, and split the work over
+All are resumable (finished work is kept on disk and skipped), show progress, and split the work over
 processes: each process encodes its share on its own devices, process 0 then gathers and writes the
 statistics. Frame records are stored in a shuffled order, so latents are computed in fixed chunks of
 records (parts/), and assembled per clip at the end.
@@ -110,9 +112,6 @@ def extract_latents(dae_workdir: str | Path, data_dir: str | Path, batch_size: i
     identity = {"dae": str(Path(dae_workdir).absolute()), "step": int(_latest_step(dae_workdir))}
     if _begin(store, identity):
         return store.meta
-    parts = store.dir / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
-
     devices = jax.local_devices()
     batch_size = -(-batch_size // len(devices)) * len(devices)
     sharding = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
@@ -120,6 +119,22 @@ def extract_latents(dae_workdir: str | Path, data_dir: str | Path, batch_size: i
     state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
     encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(to_unit_range(x)))
 
+    def rows(images: np.ndarray) -> np.ndarray:   # padded to one batch shape: one compilation
+        n = len(images)
+        images = np.pad(images, [(0, batch_size - n), (0, 0), (0, 0), (0, 0)])
+        return np.asarray(encode(state, jax.device_put(images, sharding)), np.float32)[:n]
+
+    _per_frame(store, data_dir, splits, rows, batch_size, chunk, workers, "extract latents")
+    return _finish(store, data_dir, identity, {"image_size": int(config.model.image_size),
+                                                "latent_dim": int(config.model.z_channels)})
+
+
+def _per_frame(store: ClipArrays, data_dir: str | Path, splits: list[str], rows, batch_size: int, chunk: int,
+               workers: int, desc: str) -> None:
+    """`rows(images uint8 (B, S, S, 3)) -> (B, ...)` over every frame record of the splits, in fixed chunks
+    of records written to parts/ (resumable, shared over processes), then one array per clip."""
+    parts = store.dir / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
     jobs = []   # (split, chunk index, start, stop)
     for split in splits:
         n = len(data_source(str(data_dir), "frames", split))
@@ -127,27 +142,42 @@ def extract_latents(dae_workdir: str | Path, data_dir: str | Path, batch_size: i
     jobs = jobs[jax.process_index()::jax.process_count()]
     todo = [j for j in jobs if not (parts / f"{j[0]}_{j[1]:06d}.npz").exists()]
     bar = tqdm(total=sum(j[3] - j[2] for j in jobs), initial=sum(j[3] - j[2] for j in jobs if j not in todo),
-               desc="extract latents", unit="frame", disable=jax.process_index() != 0)
+               desc=desc, unit="frame", disable=jax.process_index() != 0)
     for split, k, start, stop in todo:
         ds = (grain.MapDataset.source(data_source(str(data_dir), "frames", split))[start:stop]
               .map(lambda ex: {"image": ex["image"], "clip": np.int32(ex["clip"]), "frame": np.int32(ex["frame"])})
               .batch(batch_size))
         out = {"clip": [], "frame": [], "z": []}
         for b in ds.to_iter_dataset(grain.ReadOptions(num_threads=workers, prefetch_buffer_size=2 * workers)):
-            n = len(b["image"])
-            images = np.pad(b["image"], [(0, batch_size - n), (0, 0), (0, 0), (0, 0)])
-            out["z"].append(np.asarray(encode(state, jax.device_put(images, sharding)), np.float32)[:n])
+            out["z"].append(rows(b["image"]))
             out["clip"].append(b["clip"])
             out["frame"].append(b["frame"])
-            bar.update(n)
+            bar.update(len(b["image"]))
         with atomic_path(parts / f"{split}_{k:06d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **{key: np.concatenate(v) for key, v in out.items()})
     bar.close()
-    _barrier("latents-parts")
+    _barrier(f"{store.name}-parts")
     if jax.process_index() == 0:
         _assemble(store, parts)
-    return _finish(store, data_dir, identity, {"image_size": int(config.model.image_size),
-                                                "latent_dim": int(config.model.z_channels)})
+
+
+def mouth_store(data_dir: str | Path, height: int, width: int) -> ClipArrays:
+    return ClipArrays(data_dir, f"mouths_{height}x{width}")
+
+
+def extract_mouths(data_dir: str | Path, height: int, width: int, batch_size: int = 256, chunk: int = 8192,
+                   workers: int = 8) -> dict:
+    """The mouth crop of every frame for the sync expert (metrics/syncnet.py: `mouth_crops`, grayscale
+    uint8 (n_frames, height, width) per clip); returns the store's meta."""
+    from daetalker_jax.metrics.syncnet import mouth_crops
+
+    store = mouth_store(data_dir, height, width)
+    identity = {"height": int(height), "width": int(width)}
+    if _begin(store, identity):
+        return store.meta
+    _per_frame(store, data_dir, list(splits_of(data_dir)), lambda images: mouth_crops(images, (height, width)),
+               batch_size, chunk, workers, "extract mouth crops")
+    return _finish(store, data_dir, identity, {})
 
 
 def _latest_step(workdir: str | Path) -> int:

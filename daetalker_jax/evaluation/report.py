@@ -17,7 +17,7 @@ TARGETS = [
     ("recon/psnr_inverted", ">=", 40.0, "DiffAE reconstruction PSNR, inverted x_T (dB)"),
     ("recon/psnr_shared_xT", ">=", 28.0, "DiffAE reconstruction PSNR, one shared random x_T (dB)"),
     ("lipsync/r", ">=", 0.9, "mouth opening vs the analytic track, Pearson r"),
-    ("lipsync/best_offset", "|.|<=", 1.0, "sync offset maximising r (frames)"),
+    ("lipsync/best_offset", "abs<=", 1.0, "sync offset maximising r (frames)"),
     ("pose/yaw_median_abs_deg", "<=", 2.0, "yaw error when the pose is given, median (deg)"),
     ("stability/flicker_ratio", "<=", 1.2, "background flicker, generated / ground truth"),
 ]
@@ -26,7 +26,7 @@ TARGETS = [
 def _meets(value: float, op: str, target: float) -> bool | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return {">=": value >= target, "<=": value <= target, "|.|<=": abs(value) <= target}[op]
+    return {">=": value >= target, "<=": value <= target, "abs<=": abs(value) <= target}[op]
 
 
 def target_table(summary: dict[str, float]) -> list[dict]:
@@ -92,8 +92,8 @@ def plot_targets(table: list[dict], out: Path) -> None:
         for y, row in enumerate(rows):
             ax.barh(y, 1, color="#eee")
             op, target = row["target"].split()
-            v, t = abs(row["value"]) if op == "|.|<=" else row["value"], float(target)
-            frac = min(v / t, 2) if op != "<=" and op != "|.|<=" else min(t / max(v, 1e-9), 2)
+            v, t = abs(row["value"]) if op == "abs<=" else row["value"], float(target)
+            frac = min(v / t, 2) if op != "<=" and op != "abs<=" else min(t / max(v, 1e-9), 2)
             ax.barh(y, frac, color="tab:green" if row["met"] else "tab:red", alpha=0.8)
             ax.text(0.02, y, f"{row['score']} = {_fmt(row['value'])} (target {row['target']})", va="center",
                     fontsize=8)

@@ -3,7 +3,8 @@
 Per clip: the video generated from the clip's speech (ground-truth pose given, or predicted) with one shared
 x_T; the DiffAE alone on the real crops (decoded from inverted and from the shared x_T); then frame
 fidelity, lip sync against the synthetic corpus' analytic mouth track (when its sidecars are there), pose
-error and head-motion statistics, temporal stability, and FVD over all clips. Mouth opening and pose are
+error and head-motion statistics, temporal stability, LSE-D / LSE-C of a trained sync expert (optional),
+and FVD over all clips. Mouth opening and pose are
 read from pixels by `synth.measure` at 128 px and up; smaller frames get the mouth-opening probe (fit on the
 training crops; no pose), and the reader's own accuracy on the real crops is reported next to it.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from daetalker_jax.data.pipeline import data_source
+from daetalker_jax.errors import UserError
 from daetalker_jax.metrics.fidelity import psnr, ssim
 from daetalker_jax.metrics.lipsync import sync_scores
 from daetalker_jax.metrics.pose import compare_motion, pose_error
@@ -62,8 +64,25 @@ def held_out_split(data_dir: Path) -> str:
     return next((s for s in ("test", "val") if counts.get(s)), "train")
 
 
+class SyncExpert:
+    """A trained sync expert run (trainers/sync.py): LSE-D / LSE-C / offset of a clip's mouth vs its speech."""
+
+    def __init__(self, workdir: Path):
+        from daetalker_jax.trainers.base import load_trained
+
+        self.config, self.model = load_trained(workdir)
+        if self.config.task != "sync":
+            raise UserError(f"--sync {workdir} is a {self.config.task!r} run, not a sync expert (configs/sync.py)")
+
+    def __call__(self, frames: np.ndarray, mel: np.ndarray) -> dict[str, float]:
+        from daetalker_jax.metrics.syncnet import lse, mouth_crops
+
+        out = lse(self.model, mouth_crops(frames, tuple(self.config.mouth_size)), mel)
+        return {"lse_d": float(out["lse_d"]), "lse_c": float(out["lse_c"]), "offset": float(out["offset"])}
+
+
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
-                   seed: int = 0, max_clips: int | None = None) -> list[ClipResult]:
+                   seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None) -> list[ClipResult]:
     source = data_source(str(data_dir), "clips", split)
     crops = clip_frames(data_dir, split)
     reader = Reader(talker.image_size, data_dir, corpus_clips)
@@ -92,6 +111,10 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
             tracks.update(truth_opening=truth, real_opening=real_open)
             scores.update({f"lipsync/{k}": v for k, v in sync_scores(gen_open, truth).items()})
             scores["lipsync/reader_r_on_real"] = sync_scores(real_open, truth)["r"]
+        if sync is not None:
+            mel = np.asarray(ex["mel"], np.float32)
+            scores.update({f"sync/{k}": v for k, v in sync(generated[:n], mel).items()})
+            scores.update({f"sync/{k}_real": v for k, v in sync(real[:n], mel).items()})
         if reader.uses_measure:
             if pose_given:
                 scores.update({f"pose/{k}": v for k, v in pose_error(gen_pose, true_pose[:n]).items()})
@@ -101,13 +124,14 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
 
 
 def video_fvd(results: list[ClipResult]) -> float | None:
-    """FVD between the real and the generated clips (None when no clip is long enough for the protocol)."""
-    from daetalker_jax.metrics.fvd import CLIP_FRAMES, fvd
+    """FVD between the real and the generated clips (every 16-frame clip of every video is a sample; None when
+    fewer than 2 videos are long enough for one)."""
+    from daetalker_jax.metrics.fvd import CLIP_LEN, fvd
 
-    long = [r for r in results if len(r.generated) >= CLIP_FRAMES]
+    long = [r for r in results if len(r.generated) >= CLIP_LEN]
     if len(long) < 2:
         return None
-    return fvd(np.stack([r.real[:CLIP_FRAMES] for r in long]), np.stack([r.generated[:CLIP_FRAMES] for r in long]))
+    return fvd([r.real for r in long], [r.generated for r in long])
 
 
 def aggregate(results: list[ClipResult]) -> dict[str, float]:

@@ -1,1 +1,1 @@
-"""Evaluation metrics for generated talking-face videos (plain numpy, no JAX)."""
+"""Evaluation metrics for generated talking-face videos (see each module)."""

@@ -1,10 +1,16 @@
-"""Training tasks on the shared trainer (trainers/base.py): the DiffAE (stage 1) and speech2latent (stage 2)."""
+"""Training tasks on the shared trainer (trainers/base.py): the DiffAE (stage 1), speech2latent (stage 2) and
+the lip-sync expert for LSE (sync)."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from daetalker_jax.errors import UserError
+
+# The trainer's bookkeeping, the same for every stage (configs/*.py start from it): gradient clipping, seed,
+# warm start (`init_from`: an orbax Param tree, e.g. from `python -m daetalker_jax.convert_diffae`), logging and
+# checkpoint cadence.
+TRAINER_DEFAULTS = dict(grad_clip=1.0, seed=0, init_from="", log_every=50, checkpoint_every=2000, keep_checkpoints=3)
 
 
 def make_task(config: ml_collections.ConfigDict):
@@ -17,4 +23,9 @@ def make_task(config: ml_collections.ConfigDict):
         from daetalker_jax.trainers.s2l import S2LTask
 
         return S2LTask(config)
-    raise UserError(f"unknown task {config.task!r} in the config; use configs/dae.py or configs/s2l.py")
+    if config.task == "sync":
+        from daetalker_jax.trainers.sync import SyncTask
+
+        return SyncTask(config)
+    raise UserError(f"unknown task {config.task!r} in the config; use configs/dae.py, configs/s2l.py or "
+                    "configs/sync.py")
