@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the {split} split of {args.data} has no clips")
     summary = aggregate(results)
     if not args.no_fvd:
-        value = video_fvd(results)
-        if value is not None:
-            summary["fvd"] = value
+        summary["fvd"] = video_fvd(results)
     meta = {"dae": str(args.dae), "s2l": str(args.s2l), "data": str(args.data), "split": split,
             "steps": args.steps, "seed": args.seed, "pose_given": args.pose == "given", "clips": len(results)}
     write_report(out, results, summary, meta)

@@ -123,14 +123,14 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     return results
 
 
-def video_fvd(results: list[ClipResult]) -> float | None:
-    """FVD between the real and the generated clips (every 16-frame clip of every video is a sample; None when
-    fewer than 2 videos are long enough for one)."""
+def video_fvd(results: list[ClipResult]) -> float:
+    """FVD between the real and the generated clips (every 16-frame clip of every video is one sample; NaN when
+    there are fewer than 2 such clips)."""
     from daetalker_jax.metrics.fvd import CLIP_LEN, fvd
 
     long = [r for r in results if len(r.generated) >= CLIP_LEN]
-    if len(long) < 2:
-        return None
+    if sum(len(r.generated) // CLIP_LEN for r in long) < 2:
+        return float("nan")
     return fvd([r.real for r in long], [r.generated for r in long])
 
 
