@@ -104,12 +104,16 @@ def s2l_run(extracted, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sync_run(tiny_dataset, tmp_path_factory) -> Path:
-    """A tiny sync expert trained for 150 steps on the 64 px tiny dataset (EMA off: the trained weights)."""
+    """A tiny sync expert trained for 150 steps on a copy of the 64 px tiny dataset (its mouth crops are
+    extracted beside the data, which other tests expect untouched); EMA off: the trained weights."""
+    import shutil
+
     from configs import sync
     from daetalker_jax.trainers.base import Trainer
     from daetalker_jax.trainers.sync import SyncTask
 
-    data_dir, _ = tiny_dataset
+    data_dir = tmp_path_factory.mktemp("sync_data") / "data"
+    shutil.copytree(tiny_dataset[0], data_dir)
     workdir = tmp_path_factory.mktemp("sync_run")
     c = sync.get_config("tiny")
     c.data_dir, c.num_steps, c.sample_every, c.checkpoint_every, c.ema_decay = str(data_dir), 150, 150, 150, 0.0

@@ -73,13 +73,12 @@ def test_official_syncnet_round_trip_without_torch():
         syncnet.load_syncnet_weights("/nonexistent/syncnet_v2.model")
 
 
-def test_tiny_sync_expert_separates_in_sync_from_shifted(sync_run, tiny_dataset):
-    data_dir, _ = tiny_dataset
+def test_tiny_sync_expert_separates_in_sync_from_shifted(sync_run):
     losses = [m["loss"] for m in map(json.loads, (sync_run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert losses and np.isfinite(losses[-1])
     config, model = load_trained(sync_run)
-    task = SyncTask(config)
-    source = pipeline.data_source(str(data_dir), "clips", "train")
+    task = SyncTask(config)   # its data_dir: the fixture's copy of the tiny dataset, with the mouth crops
+    source = pipeline.data_source(config.data_dir, "clips", "train")
     results = []
     for i in range(len(source)):
         ex = source[i]

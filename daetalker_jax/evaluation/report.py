@@ -34,6 +34,19 @@ def target_table(summary: dict[str, float]) -> list[dict]:
              "met": _meets(summary.get(k), op, t)} for k, op, t, text in TARGETS]
 
 
+def _strict(x):
+    """Plain JSON (no NaN/Infinity tokens, which many parsers reject): NaN -> null, +-inf -> "inf"/"-inf"."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_strict(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else float(x)
+    if isinstance(x, np.integer | np.bool_):
+        return x.item()
+    return x
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
@@ -110,7 +123,7 @@ def write_report(out_dir: Path, results: list[ClipResult], summary: dict[str, fl
     report = {"meta": meta, "summary": summary, "targets": table,
               "clips": {r.clip_id: r.scores for r in results}}
     with atomic_path(out_dir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1, default=float))
+        tmp.write_text(json.dumps(_strict(report), indent=1, allow_nan=False))
     plot_mouth(results, out_dir / "mouth.png")
     if results and np.isfinite(results[0].tracks["generated_pose"]).any():
         plot_pose(results[0], out_dir / "pose.png")

@@ -4,13 +4,14 @@ Per clip: the video generated from the clip's speech (ground-truth pose given, o
 x_T; the DiffAE alone on the real crops (decoded from inverted and from the shared x_T); then frame
 fidelity, lip sync against the synthetic corpus' analytic mouth track (when its sidecars are there), pose
 error and head-motion statistics, temporal stability, LSE-D / LSE-C of a trained sync expert (optional),
-and FVD over all clips. Mouth opening and pose are
-read from pixels by `synth.measure` at 128 px and up; smaller frames get the mouth-opening probe (fit on the
-training crops; no pose), and the reader's own accuracy on the real crops is reported next to it.
+and FVD over all clips. Mouth opening and pose are read from pixels by `synth.measure` at 128 px and up;
+smaller frames get the mouth-opening probe (fit on the training crops; no pose), and the reader's own
+accuracy on the real crops is reported next to it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,6 @@ class ClipResult:
 
 
 def held_out_split(data_dir: Path) -> str:
-    import json
-
     counts = json.loads((Path(data_dir) / "summary.json").read_text())["splits"]
     return next((s for s in ("test", "val") if counts.get(s)), "train")
 
@@ -135,11 +134,11 @@ def video_fvd(results: list[ClipResult]) -> float:
 
 
 def aggregate(results: list[ClipResult]) -> dict[str, float]:
-    """Mean over clips of every score (median for the sync offset; NaN-aware; NaN when no clip has it)."""
+    """Mean over clips of every score (median for the sync offsets; NaN-aware; NaN when no clip has it)."""
     keys = sorted({k for r in results for k in r.scores})
     out = {}
     for k in keys:
         vals = np.array([r.scores.get(k, np.nan) for r in results], np.float64)
         finite = vals[np.isfinite(vals) | (vals == np.inf)]
-        out[k] = float((np.median if k.endswith("best_offset") else np.mean)(finite)) if len(finite) else float("nan")
+        out[k] = float((np.median if "offset" in k else np.mean)(finite)) if len(finite) else float("nan")
     return out
