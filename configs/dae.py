@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(MODELS[variant])
     c.diffusion_steps = 1000
     c.prediction = "eps"               # DiffAE's; "v" decodes from random x_T after far fewer steps (cpu)
+    c.mouth_weight = 1.0               # DiffAE's plain MSE; > 1 weights the mouth region (trainers/dae.py)
     c.batch_size = 64                  # global, over all devices of all processes
     c.learning_rate = 1e-4
     c.ema_decay = 0.9999

@@ -88,3 +88,32 @@ def test_checkpoint_round_trip_and_resume_continue_the_same_losses(tiny_dataset3
     straight.run()
     assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")
     assert len(_losses(tmp_path / "run")) == 6
+
+
+def test_mouth_weight_scales_the_loss_in_the_mouth_box_only():
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from conftest import mesh_of
+    from daetalker_jax.trainers.dae import mouth_weight_map, to_unit_range
+
+    w = np.asarray(mouth_weight_map(32, 10.0))[..., 0]
+    assert w.shape == (32, 32) and w[16:28, 8:24].min() == 10.0 and (w == 10.0).sum() == 12 * 16
+    assert np.all(np.asarray(mouth_weight_map(32, 1.0)) == 1.0)
+    c = dae.get_config("tiny")
+    task = DAETask(c)
+    model = task.build_model(nnx.Rngs(0))
+    model.eval()   # no dropout: every call below sees the same network
+    batch = {"image": np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)}
+    key, sharding = jax.random.key(3), NamedSharding(mesh_of(1), PartitionSpec("data"))
+    plain = float(task.loss(model, batch, key, sharding)[0])
+    c.mouth_weight = 10.0
+    weighted = float(task.loss(model, batch, key, sharding)[0])
+    # by hand, with the loss's own draws of t and noise
+    x0 = to_unit_range(batch["image"])
+    k_t, k_noise = jax.random.split(key)
+    t = jax.random.randint(k_t, (2,), 0, task.schedule.num_timesteps)
+    noise = jax.random.normal(k_noise, x0.shape)
+    err = np.asarray((model(task.schedule.q_sample(x0, t, noise), t, model.encode(x0))
+                      - task.schedule.target(x0, t, noise)) ** 2)
+    assert np.isclose(plain, err.mean(), rtol=1e-5)
+    assert np.isclose(weighted, (err * w[None, :, :, None]).mean(), rtol=1e-5)

@@ -26,6 +26,16 @@ def to_uint8(x: jax.Array) -> np.ndarray:
     return np.asarray(jnp.clip((x + 1) * 127.5 + 0.5, 0, 255)).astype(np.uint8)
 
 
+def mouth_weight_map(size: int, weight: float) -> jax.Array:
+    """(size, size, 1) loss weights: `weight` on the lower-middle of the face crop (rows 1/2..7/8, columns
+    1/4..3/4, where prepare's face crops put the mouth), 1 elsewhere. DiffAE's loss is the plain mean (1.0).
+    Why: the mouth is a few percent of the pixels, so a short run learns the face and head pose first and
+    leaves the mouth to x_T; weighting it x10 made a 32 px model render the mouth from z after 3,300 steps
+    (decoded held-out latents: probe r 0.81-0.85 vs 0.13 unweighted)."""
+    box = jnp.zeros((size, size, 1)).at[size // 2:size * 7 // 8, size // 4:size * 3 // 4].set(1.0)
+    return 1.0 + (weight - 1.0) * box
+
+
 class DAETask:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -53,7 +63,8 @@ class DAETask:
             jax.random.randint(k_t, (x0.shape[0],), 0, self.schedule.num_timesteps), sharding)
         noise = jax.lax.with_sharding_constraint(jax.random.normal(k_noise, x0.shape), sharding)
         out = model(self.schedule.q_sample(x0, t, noise), t, model.encode(x0))
-        return jnp.mean((out - self.schedule.target(x0, t, noise)) ** 2), {}
+        weight = mouth_weight_map(x0.shape[1], self.config.get("mouth_weight", 1.0))
+        return jnp.mean(weight * (out - self.schedule.target(x0, t, noise)) ** 2), {}
 
     def samples(self, ema_model: DiffAE, batch: dict[str, jax.Array], key: jax.Array
                 ) -> tuple[np.ndarray, dict[str, float]]:
