@@ -106,7 +106,7 @@ def plot_targets(table: list[dict], out: Path) -> None:
             ax.barh(y, 1, color="#eee")
             op, target = row["target"].split()
             v, t = abs(row["value"]) if op == "abs<=" else row["value"], float(target)
-            frac = min(v / t, 2) if op != "<=" and op != "abs<=" else min(t / max(v, 1e-9), 2)
+            frac = min(v / t if op == ">=" else t / max(v, 1e-9), 2)
             ax.barh(y, frac, color="tab:green" if row["met"] else "tab:red", alpha=0.8)
             ax.text(0.02, y, f"{row['score']} = {_fmt(row['value'])} (target {row['target']})", va="center",
                     fontsize=8)

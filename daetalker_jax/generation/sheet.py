@@ -15,6 +15,7 @@ import numpy as np
 
 from daetalker_jax.errors import UserError, atomic_path, run_cli
 from daetalker_jax.media import read_mp4
+from daetalker_jax.metrics.lipsync import pearson
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 
 SHOWN = 10
@@ -32,10 +33,6 @@ def _real_crops(data_dir: Path, clip_id: str, train: dict[str, np.ndarray]) -> n
             return clips[clip_id]
     raise UserError(f"clip {clip_id} is not in the prepared dataset {data_dir}; pass the --data that was "
                     "prepared from its corpus")
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
 def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dict:
@@ -63,7 +60,7 @@ def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dic
             ax.set_yticks([])
             if k == 0:
                 ax.set_ylabel(name)
-    r_gen, r_real = _corr(gen_open, truth), _corr(real_open, truth)
+    r_gen, r_real = pearson(gen_open, truth), pearson(real_open, truth)
     ax = fig.add_subplot(3, 1, 3)
     t = np.arange(n) / 25
     ax.plot(t, truth, "k", label="ground truth")
