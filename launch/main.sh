@@ -12,8 +12,8 @@ PY=.venv/bin/python
 OUT=${OUT:-runs/default}
 BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
 if [ "$BACKEND" = "cpu" ]; then
-  MINUTES=${MINUTES:-2}; SYNTH_SIZE=128; SIZE=${SIZE:-64}; MARGIN=1.6
-  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-1100}; S2L_STEPS=${S2L_STEPS:-500}
+  MINUTES=${MINUTES:-4}; SYNTH_SIZE=128; SIZE=${SIZE:-32}; MARGIN=1.2
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-2500}; S2L_STEPS=${S2L_STEPS:-500}
   GEN_STEPS=10
 else
   MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2

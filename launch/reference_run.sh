@@ -5,7 +5,8 @@
 # Writes OUT_DIR/report/{report.json,summary.md,*.png,sample.mp4,sheet.png} and OUT_DIR/timings.txt (seconds
 # per stage). Record its numbers and date in bench/RESULTS.md.
 # Usage: bash launch/reference_run.sh OUT_DIR
-# Knobs: MINUTES SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS GEN_STEPS EVAL_ARGS, CORPUS=an/existing/corpus
+# Knobs: MINUTES SIZE MARGIN DAE_CONFIG DAE_STEPS DAE_ARGS S2L_CONFIG S2L_STEPS S2L_ARGS GEN_STEPS WORKERS,
+# EVAL_ARGS (e.g. --max-clips 20 --no-fvd), CORPUS=an/existing/corpus
 # (for machines without espeak-ng/ffmpeg: synthesize elsewhere, copy it over), SKIP_SETUP=1 with PY=python3
 # when the packages are already installed.
 set -euo pipefail
@@ -13,9 +14,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash launch/reference_run.sh OUT_DIR}
 if [ -z "${SKIP_SETUP:-}" ]; then bash launch/setup_env.sh; fi
 PY=${PY:-.venv/bin/python}
-MINUTES=${MINUTES:-30}; SYNTH_SIZE=${SYNTH_SIZE:-128}; SIZE=${SIZE:-128}; MARGIN=${MARGIN:-2.2}
-DAE_CONFIG=${DAE_CONFIG:-configs/dae.py:128}; DAE_STEPS=${DAE_STEPS:-4000}
-S2L_CONFIG=${S2L_CONFIG:-configs/s2l.py}; S2L_STEPS=${S2L_STEPS:-2000}; GEN_STEPS=${GEN_STEPS:-20}
+MINUTES=${MINUTES:-30}; SYNTH_SIZE=${SYNTH_SIZE:-128}; SIZE=${SIZE:-128}; MARGIN=${MARGIN:-1.2}
+DAE_CONFIG=${DAE_CONFIG:-configs/dae.py:ref}; DAE_STEPS=${DAE_STEPS:-3000}
+S2L_CONFIG=${S2L_CONFIG:-configs/s2l.py}; S2L_STEPS=${S2L_STEPS:-800}; GEN_STEPS=${GEN_STEPS:-20}
 echo "reference run on $($PY -c 'import jax; print(jax.devices()[0].device_kind)'): $MINUTES min corpus, ${SIZE}px," \
      "$DAE_CONFIG x $DAE_STEPS, $S2L_CONFIG x $S2L_STEPS, $GEN_STEPS DDIM steps"
 T0=$SECONDS

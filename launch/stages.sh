@@ -1,6 +1,7 @@
 # Sourced by main.sh and reference_run.sh: from the embedded default data to trained runs under $OUT.
 # Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
-# reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng).
+# reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
+# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) prepares in parallel.
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
@@ -8,12 +9,12 @@ train_stages() {
     stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
   fi
   stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
-      --margin "$MARGIN"
+      --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
   stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
-      --config.num_steps="$DAE_STEPS"
+      --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-}
   stage extract $PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
   stage train_s2l $PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
-      --config.num_steps="$S2L_STEPS"
+      --config.num_steps="$S2L_STEPS" ${S2L_ARGS:-}
 }
 
 # `stage NAME cmd...`: runs cmd and appends "NAME seconds" to $OUT/timings.txt.

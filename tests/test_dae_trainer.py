@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import grain
+import pytest
 import jax
 import numpy as np
 from flax import nnx
@@ -117,3 +118,20 @@ def test_mouth_weight_scales_the_loss_in_the_mouth_box_only():
                       - task.schedule.target(x0, t, noise)) ** 2)
     assert np.isclose(plain, err.mean(), rtol=1e-5)
     assert np.isclose(weighted, (err * w[None, :, :, None]).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", list(dae.MODELS))
+def test_every_config_variant_builds_and_maps_an_image(variant):
+    """Each variant's layout fits its image size: the encoder gives z_channels, the UNet returns the input
+    shape (abstract evaluation, no parameters allocated). The main-job configs use the mouth weight with
+    v prediction (see mouth_weight_map)."""
+    c = dae.get_config(variant)
+    task = DAETask(c)
+    s = c.model.image_size
+    model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+    x = jax.ShapeDtypeStruct((2, s, s, 3), jax.numpy.float32)
+    z = nnx.eval_shape(lambda m, x: m.encode(x), model, x)
+    out = nnx.eval_shape(lambda m, x, z: m(x, jax.numpy.zeros((2,), jax.numpy.int32), z), model, x, z)
+    assert z.shape == (2, c.model.z_channels) and out.shape == (2, s, s, 3)
+    if variant in ("cpu", "ref"):
+        assert c.mouth_weight > 1 and c.prediction == "v"
