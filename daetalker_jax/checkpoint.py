@@ -34,12 +34,25 @@ class Checkpoints:
 
     def restore(self, abstract_train: Any, data_iter=None, step: int | None = None) -> Any:
         """Restores into the shapes/shardings of `abstract_train` (jax.ShapeDtypeStruct leaves, so the
-        device count may differ from the saving run) and, if given, the data iterator in place."""
+        device count may differ from the saving run) and, if given, the data iterator in place. Each
+        process saved its own iterator; when the run now has a different number of processes, those states
+        no longer describe its shards, so the iterator is left to start a new epoch (said in a log line)."""
         step = self.latest_step if step is None else step
         items = {"train": ocp.args.StandardRestore(abstract_train)}
         if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            saved = self.saved_process_count(step)
+            if saved == jax.process_count():
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            elif saved is not None and jax.process_index() == 0:
+                print(f"data iterator: the checkpoint at step {step} was written by {saved} processes and this run "
+                      f"has {jax.process_count()}; model, optimizer and EMA are restored, the data order restarts "
+                      "at the beginning of an epoch", flush=True)
         return self.mngr.restore(step, args=ocp.args.Composite(**items))["train"]
+
+    def saved_process_count(self, step: int) -> int | None:
+        """How many processes wrote the data iterator states of `step` (None: none saved)."""
+        names = [p.name for p in (Path(self.mngr.directory) / str(step) / "data").glob("process_*-of-*.json")]
+        return int(names[0].removesuffix(".json").split("-of-")[1]) if names else None
 
     def wait(self) -> None:
         self.mngr.wait_until_finished()

@@ -31,14 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("nothing to extract: give --dae RUN (latents) and/or --speech-model HF_DIR (speech features)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    try:
-        import jax
-
-        jax.distributed.initialize()
-    except (ValueError, RuntimeError):
-        pass   # a single process
+    from daetalker_jax import distributed
     from daetalker_jax.data import extract
 
+    distributed.initialize()
     if args.dae is not None:
         meta = extract.extract_latents(args.dae, args.data, batch_size=args.batch_size)
         print(f"latents: {sum(len(v) for v in meta['clips'].values())} clips, z of size {meta['latent_dim']} "

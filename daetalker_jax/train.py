@@ -2,7 +2,7 @@
 
 The config file's `task` picks the stage. Overrides: `--config.batch_size=128`, variants:
 `--config configs/dae.py:256`. Launched on several hosts, every process runs this same command
-(jax.distributed.initialize() finds the cluster from the environment). Rerun to resume.
+(daetalker_jax/distributed.py: how they find each other). Rerun to resume.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from daetalker_jax import distributed
 from daetalker_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -24,14 +25,11 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.p
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
-    try:
-        jax.distributed.initialize()
-    except (ValueError, RuntimeError):
-        pass   # a single process: no cluster to join
     from daetalker_jax.trainers import make_task
     from daetalker_jax.trainers.base import Trainer
 
     try:
+        distributed.initialize()
         if FLAGS.config is None:
             raise UserError("--config is required, e.g. --config configs/dae.py:tiny")
         final = Trainer(FLAGS.config, FLAGS.workdir, make_task(FLAGS.config)).run()

@@ -10,6 +10,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 
 from daetalker_jax.data import pipeline  # noqa: E402
+from test_pipeline import pipeline_share  # noqa: E402
 
 
 def main(port: str, pid: str, data_dir: str, n_elements: str, out: str) -> None:
@@ -17,7 +18,7 @@ def main(port: str, pid: str, data_dir: str, n_elements: str, out: str) -> None:
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     shard = pipeline.Shard.of_this_process()
     it = iter(pipeline.frame_dataset(data_dir, "train", global_batch=8, seed=5, shard=shard))
-    mine = -(-(int(n_elements) - shard.index) // shard.count)   # my share of the epoch's global elements
+    mine = pipeline_share(int(n_elements), 8, shard)   # my share of the epoch's global elements
     ids, first = [], None
     while len(ids) < mine:
         batch = next(it)

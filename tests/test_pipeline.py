@@ -72,9 +72,15 @@ def test_mid_epoch_restore_through_orbax_gives_the_same_next_batches(tiny_datase
     assert _same(_take(fresh, 6), expected)
 
 
+def pipeline_share(n_elements: int, global_batch: int, shard: pipeline.Shard) -> int:
+    """How many of an epoch's first n_elements global elements fall in this shard's rows of each batch."""
+    local = global_batch // shard.count
+    return sum(1 for g in range(n_elements) if (g % global_batch) // local == shard.index)
+
+
 def _epoch_ids(data_dir, shard: pipeline.Shard, n_elements: int, local_batch: int = 3) -> list[tuple[int, int]]:
     it = iter(pipeline.frame_dataset(str(data_dir), "train", local_batch * shard.count, seed=11, shard=shard))
-    mine = -(-(n_elements - shard.index) // shard.count)
+    mine = pipeline_share(n_elements, local_batch * shard.count, shard)
     ids = []
     while len(ids) < mine:
         b = next(it)

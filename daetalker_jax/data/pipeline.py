@@ -46,9 +46,36 @@ class Shard:
         return cls(jax.process_index(), jax.process_count())
 
 
-def _sharded(source, seed: int, shard: Shard) -> grain.MapDataset:
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-    return ds[shard.index::shard.count]
+class _ShardRows(grain.MapDataset):
+    """This process' rows of every global batch: with B = global batch and L = B / processes, the local
+    element i is global element (i // L) * B + index * L + i % L. The per-host batches glued in process
+    order (`to_global`) are then exactly the global batches of a single process."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, shard: Shard):
+        super().__init__(parent)
+        self._batch, self._local, self._offset = global_batch, global_batch // shard.count, shard.index
+        self._offset *= self._local
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._batch * self._local
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        k, j = divmod(index, self._local)
+        return self._parent[k * self._batch + self._offset + j]
+
+    def __str__(self) -> str:
+        return f"ShardRows(batch={self._batch}, local={self._local}, offset={self._offset})"
+
+
+def _sharded(source, seed: int, shard: Shard, global_batch: int, example: grain.transforms.RandomMap
+             ) -> grain.MapDataset:
+    """Shuffled, endless, `example` applied, then this process' rows of each global batch. The random
+    transform comes before the split so each global element draws the same randomness (e.g. the same
+    window) whatever the number of processes: N processes then train exactly like 1."""
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat().random_map(example, seed=seed + 1)
+    return _ShardRows(ds, global_batch, shard) if shard.count > 1 else ds
 
 
 def _local_batch(global_batch: int, shard: Shard) -> int:
@@ -83,8 +110,7 @@ def frame_dataset(data_dir: str, split: str, global_batch: int, seed: int = 0, *
                   augment: bool = False, hflip: bool = False, workers: int = 0, prefetch: int = 8
                   ) -> grain.IterDataset:
     """Endless batches {"image": uint8 (B, H, W, 3), "pose", "clip", "frame"} of this process' shard."""
-    ds = _sharded(data_source(data_dir, "frames", split), seed, shard)
-    ds = ds.random_map(_FrameExample(augment, hflip), seed=seed + 1)
+    ds = _sharded(data_source(data_dir, "frames", split), seed, shard, global_batch, _FrameExample(augment, hflip))
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 
@@ -116,8 +142,8 @@ def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames
     """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
     pose (B, W, 3), mask (B, W), and for each `extras` entry name -> (per-clip arrays keyed by clip index,
     rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D)."""
-    ds = _sharded(data_source(data_dir, "clips", split), seed, shard)
-    ds = ds.random_map(_Window(window_frames, dict(extras or {})), seed=seed + 1)
+    ds = _sharded(data_source(data_dir, "clips", split), seed, shard, global_batch,
+                  _Window(window_frames, dict(extras or {})))
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 

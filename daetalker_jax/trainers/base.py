@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from daetalker_jax.checkpoint import Checkpoints, abstract_like
 from daetalker_jax.data.pipeline import Shard, to_global
+from daetalker_jax.distributed import replicate
 from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
 
@@ -118,8 +119,8 @@ def _optimizer(model: nnx.Module, config: ml_collections.ConfigDict) -> nnx.Opti
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def _train_tree(state, ema, step) -> dict:
-    return {"state": nnx.to_pure_dict(state), "ema": nnx.to_pure_dict(ema), "step": jnp.asarray(step, jnp.int32)}
+def _train_tree(state, ema, step: jax.Array) -> dict:
+    return {"state": nnx.to_pure_dict(state), "ema": nnx.to_pure_dict(ema), "step": step}
 
 
 def load_trained(workdir: str | Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module]:
@@ -145,7 +146,7 @@ def load_trained(workdir: str | Path, step: int | None = None) -> tuple[ml_colle
         if ckpt.latest_step is None:
             raise UserError(f"{ckpt_dir} holds no finished checkpoint yet; train longer or wait for the first save")
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        restored = ckpt.restore(abstract_like(_train_tree(state, ema, 0), device), step=step)
+        restored = ckpt.restore(abstract_like(_train_tree(state, ema, jnp.int32(0)), device), step=step)
     finally:
         ckpt.close()
     nnx.replace_by_pure_dict(state, restored["state"])
@@ -176,7 +177,7 @@ class Trainer:
             task.initialize(model)
         self.graphdef, rng_state, state = nnx.split((model, _optimizer(model, config)), nnx.RngState, ...)
         ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-        self.state, self.ema, self.rng_state = jax.device_put((state, ema, rng_state), self.replicated)
+        self.state, self.ema, self.rng_state = replicate((state, ema, rng_state), self.replicated)
         self.data = iter(task.dataset(Shard.of_this_process()))
         self.step = 0
         if jax.process_index() == 0:   # what `load_trained` rebuilds the model from
@@ -189,7 +190,8 @@ class Trainer:
                                donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
 
     def _tree(self) -> dict:
-        return _train_tree(self.state, self.ema, self.step)
+        # the step as a global array too: a multi-process checkpoint cannot hold one process' local array
+        return _train_tree(self.state, self.ema, replicate(np.int32(self.step), self.replicated))
 
     def _restore(self) -> None:
         try:
