@@ -49,7 +49,8 @@ def runs(tiny_dataset32, extracted, tmp_path_factory) -> dict:
     together: 3 processes on the CPU at once)."""
     root = tmp_path_factory.mktemp("multihost")
     jobs, out = [], {}
-    for task, config, data in (("dae", "configs/dae.py:tiny", tiny_dataset32), ("s2l", "configs/s2l.py:tiny", extracted)):
+    stages = (("dae", "configs/dae.py:tiny", tiny_dataset32), ("s2l", "configs/s2l.py:tiny", extracted))
+    for task, config, data in stages:
         one, two = root / f"{task}_1x8", root / f"{task}_2x4"
         out[task] = (one, two)
         jobs.append(subprocess.Popen([sys.executable, *_train_args(config, one, data)], cwd=ROOT,
