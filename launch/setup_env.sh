@@ -51,3 +51,15 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$stamp" > .venv/.installed
 fi
+
+# Accelerator builds of the same jax version: ACCEL=cuda (NVIDIA GPUs, CUDA 12) or ACCEL=tpu (Cloud TPU VMs).
+if [ -n "${ACCEL:-}" ]; then
+  ver=$(.venv/bin/python -c 'import jax; print(jax.__version__)')
+  case "$ACCEL" in
+    cuda) extra="cuda12" ;;
+    tpu) extra="tpu" ;;
+    *) echo "error: ACCEL must be cuda or tpu, got '$ACCEL'" >&2; exit 2 ;;
+  esac
+  echo "setup: installing jax[$extra]==$ver"
+  .venv/bin/python -m pip install -q "jax[$extra]==$ver"
+fi

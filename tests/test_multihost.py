@@ -104,3 +104,25 @@ def test_resume_on_another_device_and_process_count(runs, extracted, tmp_path, c
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     trainer.run()
     assert trainer.ckpt.latest_step == STEPS + 1 and np.isfinite(_losses(two)[-1])
+
+
+def test_tpu_pod_launcher_runs_the_same_command_on_every_worker(tmp_path):
+    """gcloud cannot run here: a stand-in records its arguments. The command must go to --worker=all and
+    keep arguments with spaces intact when the worker's shell parses it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$GCLOUD_ARGS"\n')
+    (bin_dir / "gcloud").chmod(0o755)
+    record = tmp_path / "args"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TPU": "pod", "ZONE": "z",
+           "GCLOUD_ARGS": str(record)}
+    subprocess.run(["bash", "launch/tpu_pod.sh", "train", "--config", "configs/dae.py", "--workdir", "/mnt/my runs"],
+                   cwd=ROOT, env=env, check=True)
+    args = record.read_text().splitlines()
+    assert args[:5] == ["compute", "tpus", "tpu-vm", "ssh", "pod"] and "--worker=all" in args
+    command = args[args.index("--command") + 1]
+    argv = subprocess.run(["bash", "-c", command.replace(".venv/bin/python", "printf '%s\\n'").replace(
+        "cd daetalker-jax && ", "")], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert argv == ["-m", "daetalker_jax.train", "--config", "configs/dae.py", "--workdir", "/mnt/my runs"]
+    bad = subprocess.run(["bash", "launch/tpu_pod.sh", "nonsense"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
