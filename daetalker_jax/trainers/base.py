@@ -57,13 +57,20 @@ def make_mesh() -> jax.sharding.Mesh:
 class MetricWriter:
     """TensorBoard scalars/images and a metrics.jsonl on process 0; nothing on the others."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, step: int = 0):
+        """`step`: where the run (re)starts. Rows logged after it by a run that died before its next
+        checkpoint are dropped (and TensorBoard purges them), so the history holds each step once."""
         self.active = jax.process_index() == 0
         if self.active:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(str(workdir / "tensorboard"))
-            self.jsonl = open(workdir / "metrics.jsonl", "a")
+            self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=step + 1 if step else None)
+            path = workdir / "metrics.jsonl"
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines(keepends=True) if _logged_at_most(line, step)]
+                with atomic_path(path) as tmp:
+                    tmp.write_text("".join(kept))
+            self.jsonl = open(path, "a")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.active:
@@ -80,6 +87,14 @@ class MetricWriter:
         if self.active:
             self.tb.close()
             self.jsonl.close()
+
+
+def _logged_at_most(line: str, step: int) -> bool:
+    """A complete metrics row (a kill can cut the last one) of a step <= `step`."""
+    try:
+        return line.endswith("\n") and json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, ema, rng_state, batch, step):
@@ -232,7 +247,7 @@ class Trainer:
 
     def run(self) -> dict[str, float]:
         cfg = self.config
-        writer = MetricWriter(self.workdir)
+        writer = MetricWriter(self.workdir, self.step)
         bar = tqdm(total=cfg.num_steps, initial=self.step, desc="train", unit="step",
                    disable=jax.process_index() != 0)
         last: dict[str, float] = {}
