@@ -40,5 +40,18 @@ def main(argv: list[str]) -> None:
         print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad `--config.x=y` override (unknown field, wrong type) reported as one clear
+    message and exit status 2 instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:   # raised by ml_collections' overrides
+        message = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    print(f"error: bad command-line flag: {message} (see --helpfull)", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -28,6 +28,14 @@ TINY = corpus.CorpusSettings(minutes=0.15, size=64, seed=3, identities=1, voices
 
 
 @pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    """A held-out sentence in the held-out voice, 16 kHz."""
+    from daetalker_jax.synth.speech import HELD_OUT_VOICES, synthesize
+
+    return synthesize("The birch canoe slid on the smooth planks.", HELD_OUT_VOICES[0], 160, 50)
+
+
+@pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("corpus")
     return out, corpus.build(TINY, out, workers=1)

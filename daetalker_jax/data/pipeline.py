@@ -21,6 +21,7 @@ import grain
 import numpy as np
 
 from daetalker_jax.data.features import MELS_PER_FRAME
+from daetalker_jax.errors import UserError
 from daetalker_jax.media import FPS, SAMPLE_RATE
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
@@ -31,7 +32,11 @@ def data_source(data_dir: str, config: str, split: str):
     """The TFDS ArrayRecord source (random access, TF-free); data_dir may be local or a bucket path."""
     import tensorflow_datasets as tfds
 
-    return tfds.data_source(f"{DATASET}/{config}", data_dir=data_dir, split=split)
+    try:
+        return tfds.data_source(f"{DATASET}/{config}", data_dir=data_dir, split=split)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise UserError(f"{data_dir} is not a prepared dataset (no {DATASET}/{config} in it); make one with "
+                        "`python -m daetalker_jax.prepare --out DIR` and pass that folder") from None
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,7 @@ class Trainer:
                             f"--config.batch_size to a multiple of {self.mesh.size}")
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         model = task.build_model(nnx.Rngs(config.seed))
+        self.data = iter(task.dataset(Shard.of_this_process()))   # before the checkpoint folder: bad data fails first
         self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
         if self.ckpt.latest_step is None:
             if config.get("init_from"):
@@ -193,13 +194,12 @@ class Trainer:
         self.graphdef, rng_state, state = nnx.split((model, _optimizer(model, config)), nnx.RngState, ...)
         ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
         self.state, self.ema, self.rng_state = replicate((state, ema, rng_state), self.replicated)
-        self.data = iter(task.dataset(Shard.of_this_process()))
         self.step = 0
-        if jax.process_index() == 0:   # what `load_trained` rebuilds the model from
-            with atomic_path(self.workdir / "config.json") as tmp:
-                tmp.write_text(config.to_json_best_effort(indent=1))
         if self.ckpt.latest_step is not None:
             self._restore()
+        if jax.process_index() == 0:   # what `load_trained` rebuilds the model from (after a refused resume:
+            with atomic_path(self.workdir / "config.json") as tmp:   # the run's own config stays)
+                tmp.write_text(config.to_json_best_effort(indent=1))
         batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self.step_fn = jax.jit(partial(_step, self.graphdef, config.ema_decay, config.seed, task, batch_sharding),
                                donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
