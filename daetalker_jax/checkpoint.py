@@ -6,12 +6,16 @@ A small wrapper, so that orbax's v1 API can replace the v0 CheckpointManager in 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from daetalker_jax.errors import UserError
 
 
 class Checkpoints:
@@ -25,12 +29,29 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.mngr.latest_step()
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (disk full, file too large, permissions; orbax reports them as OSError or as
+        ValueError from its storage layer) becomes one clear message. The half-written step stays a tmp
+        folder that orbax ignores and clears, so the last complete checkpoint is what a rerun resumes from."""
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+            last = self.latest_step
+            kept = "no checkpoint was complete yet" if last is None else \
+                f"the last complete checkpoint (step {last}) is kept and a rerun resumes from it"
+            raise UserError(f"could not write a checkpoint in {self.mngr.directory} ({reason}); free disk space "
+                            f"or choose another --workdir; {kept}") from e
+
     def save(self, step: int, train: Any, data_iter=None) -> None:
-        """`train` is a pytree of arrays (state, EMA, ...); saving is asynchronous."""
+        """`train` is a pytree of arrays (state, EMA, ...); saving is asynchronous (its errors surface
+        at the next save or at close)."""
         items = {"train": ocp.args.StandardSave(train)}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        self.mngr.save(step, args=ocp.args.Composite(**items))
+        with self._writing():
+            self.mngr.save(step, args=ocp.args.Composite(**items))
 
     def restore(self, abstract_train: Any, data_iter=None, step: int | None = None) -> Any:
         """Restores into the shapes/shardings of `abstract_train` (jax.ShapeDtypeStruct leaves, so the
@@ -55,11 +76,13 @@ class Checkpoints:
         return int(names[0].removesuffix(".json").split("-of-")[1]) if names else None
 
     def wait(self) -> None:
-        self.mngr.wait_until_finished()
+        with self._writing():
+            self.mngr.wait_until_finished()
 
     def close(self) -> None:
-        self.mngr.wait_until_finished()
-        self.mngr.close()
+        with self._writing():
+            self.mngr.wait_until_finished()
+            self.mngr.close()
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -94,3 +94,22 @@ def test_kill_9_mid_training_and_mid_checkpoint_write(tiny_dataset32, tmp_path):
 def _same_weights(a: nnx.Module, b: nnx.Module) -> None:
     for x, y in zip(jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param)), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_full_disk_is_a_clear_error_without_a_broken_checkpoint(tiny_dataset32, tmp_path):
+    """The file-size limit stands in for a full disk (both make the checkpoint's writes fail with an OS
+    error): exit 2 with a message, and no step folder that looks complete."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # fail the write instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "daetalker_jax.train", "--config", "configs/dae.py:tiny",
+                           "--workdir", str(workdir), f"--config.data_dir={tiny_dataset32}", "--config.num_steps=2",
+                           "--config.checkpoint_every=1"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=600, preexec_fn=limit_file_size)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: could not write a checkpoint" in proc.stderr and "free disk space" in proc.stderr
+    assert not [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
