@@ -27,6 +27,13 @@ TINY = corpus.CorpusSettings(minutes=0.15, size=64, seed=3, identities=1, voices
                              held_out_voices=speech.HELD_OUT_VOICES, sentences=HARVARD)
 
 
+def logged_losses(workdir: Path) -> list[float]:
+    """The training loss of every logged step of a run, from its metrics.jsonl (sample rows carry PSNRs)."""
+    import json
+
+    return [r["loss"] for r in map(json.loads, open(Path(workdir) / "metrics.jsonl")) if "loss" in r]
+
+
 @pytest.fixture(scope="session")
 def speech() -> np.ndarray:
     """A held-out sentence in the held-out voice, 16 kHz."""

@@ -63,8 +63,9 @@ def _eval(i: Inputs, **kw) -> list:
     return [x for kv in args.items() for x in kv if x is not None]
 
 
-def _train(i: Inputs, *extra: str, config: str = "configs/dae.py:tiny") -> list:
-    return ["--config", config, "--workdir", i.out / "run", f"--config.data_dir={i.data}", *extra]
+def _train(i: Inputs, *extra: str, data: Path | None = None) -> list:
+    return ["--config", "configs/dae.py:tiny", "--workdir", i.out / "run", f"--config.data_dir={data or i.data}",
+            *extra]
 
 
 VIDEO = lambda i: i.out / "o.mp4"          # noqa: E731
@@ -91,7 +92,7 @@ CASES: dict[str, Case] = {
                                    "--crop must be", lambda i: i.out / "daetalker_data"),
     # train
     "train: data folder that is not a dataset": Case(
-        "train", lambda i: _train(i)[:4] + [f"--config.data_dir={i.tmp / 'none'}"], "is not a prepared dataset",
+        "train", lambda i: _train(i, data=i.tmp / "none"), "is not a prepared dataset",
         RUN),
     "train: override of a missing field": Case("train", lambda i: _train(i, "--config.batchsize=4"),
                                                'Did you mean "batch_size"', RUN),

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 
 import grain
-import pytest
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from PIL import Image
 
 from configs import dae
+from conftest import logged_losses
 from daetalker_jax.trainers.base import Trainer
 from daetalker_jax.trainers.dae import DAETask
 
@@ -31,11 +32,6 @@ def _mesh(n: int):
     return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _losses(workdir) -> list[float]:
-    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-    return [r["loss"] for r in rows if "loss" in r]   # sample rows carry PSNRs instead
-
-
 class OneBatch(DAETask):
     """Always the same batch (as a Grain iterator, so it checkpoints like the real one)."""
 
@@ -49,7 +45,7 @@ def test_overfits_one_batch_and_inversion_reconstructs_it(tiny_dataset32, tmp_pa
                 sample_every=40, invert_steps=50, sample_steps=50)
     trainer = Trainer(c, tmp_path, OneBatch(c), mesh=_mesh(1))
     trainer.run()
-    losses = _losses(tmp_path)
+    losses = logged_losses(tmp_path)
     assert np.mean(losses[-5:]) < 0.25 * losses[0], losses
     # The sample grid: originals, EMA reconstruction from the inverted x_T, from a shared random x_T.
     grid = np.asarray(Image.open(tmp_path / "samples" / "step_0000040.png"), np.float64) / 127.5 - 1
@@ -68,13 +64,13 @@ def test_one_and_eight_devices_take_the_same_step(tiny_dataset32, tmp_path):
         trainer = Trainer(c, tmp_path / f"d{n}", DAETask(c), mesh=_mesh(n))
         trainer.run()
         assert all(len(x.sharding.device_set) == n for x in jax.tree.leaves(trainer.state))
-        results.append((_losses(tmp_path / f"d{n}"), nnx.to_pure_dict(trainer.state)))
+        results.append((logged_losses(tmp_path / f"d{n}"), nnx.to_pure_dict(trainer.state)))
     (l1, s1), (l8, s8) = results
     np.testing.assert_allclose(l1, l8, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4), s1, s8)
 
 
-def test_checkpoint_round_trip_and_resume_continue_the_same_losses(tiny_dataset32, tmp_path):
+def test_checkpoint_round_trip_and_resume_continue_the_samelogged_losses(tiny_dataset32, tmp_path):
     c = _config(tiny_dataset32, num_steps=4, checkpoint_every=2)
     first = Trainer(c, tmp_path / "run", DAETask(c), mesh=_mesh(1))
     first.run()
@@ -87,8 +83,8 @@ def test_checkpoint_round_trip_and_resume_continue_the_same_losses(tiny_dataset3
     resumed.run()
     straight = Trainer(c6, tmp_path / "straight", DAETask(c6), mesh=_mesh(1))
     straight.run()
-    assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")
-    assert len(_losses(tmp_path / "run")) == 6
+    assert logged_losses(tmp_path / "run") == logged_losses(tmp_path / "straight")
+    assert len(logged_losses(tmp_path / "run")) == 6
 
 
 def test_mouth_weight_scales_the_loss_in_the_mouth_box_only():

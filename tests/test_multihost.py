@@ -4,7 +4,6 @@ devices; a checkpoint restores on another device and process count."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import logged_losses
 from daetalker_jax.trainers.base import load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +32,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")
            or k.startswith("JAX_PERSISTENT")}
     return {**env, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _losses(workdir: Path) -> list[float]:
-    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-    return [r["loss"] for r in rows if "loss" in r and "examples_per_s" in r]
 
 
 def _ema_params(workdir: Path) -> list[np.ndarray]:
@@ -74,8 +69,8 @@ def test_two_processes_train_like_one(runs, task):
     whose gradient is ~0 that noise can move a weight by up to ~lr (1e-4 here) per step; the median weight
     agrees to 1e-6."""
     one, two = runs[task]
-    assert len(_losses(one)) == STEPS
-    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4)
+    assert len(logged_losses(one)) == STEPS
+    np.testing.assert_allclose(logged_losses(two), logged_losses(one), rtol=1e-4)
     diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(_ema_params(one), _ema_params(two), strict=True)])
     assert diff.max() <= 1e-4 and np.median(diff) <= 1e-6, (diff.max(), np.median(diff))
     data = two / "checkpoints" / str(STEPS) / "data"
@@ -103,7 +98,7 @@ def test_resume_on_another_device_and_process_count(runs, extracted, tmp_path, c
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(now), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     trainer.run()
-    assert trainer.ckpt.latest_step == STEPS + 1 and np.isfinite(_losses(two)[-1])
+    assert trainer.ckpt.latest_step == STEPS + 1 and np.isfinite(logged_losses(two)[-1])
 
 
 def test_tpu_pod_launcher_runs_the_same_command_on_every_worker(tmp_path):
