@@ -2,6 +2,7 @@
 denoising steps, img/s and MFU, at 128 and 256 px, bf16 compute / fp32 params, random data.
 
 Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50]
+--sizes takes any configs/dae.py variant (e.g. ref: the reference run's smaller 128 px model, no anchor).
 MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
 measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
 """
@@ -10,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import dae
 from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.base import PEAK_TFLOPS, _step, make_mesh
+from daetalker_jax.trainers.base import PEAK_TFLOPS, build, make_mesh, train_step
 from daetalker_jax.trainers.dae import DAETask
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
@@ -44,37 +43,37 @@ def _compile(jitted, *args):
     return jitted.lower(*args).compile(), count_flops(jitted, *args)
 
 
-def bench_size(size: int, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:
-    config = dae.get_config(str(size))
+def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:
+    config = dae.get_config(variant)
+    size = config.model.image_size
     task = DAETask(config)
     mesh = make_mesh()
     replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
-    model = task.build_model(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4)), wrt=nnx.Param)
+    model, optimizer = build(task, config)
     graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
     ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
     state, ema, rng_state = jax.device_put((state, ema, rng_state), replicated)
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (train_batch, size, size, 3), np.uint8), sharded)
     batch = {"image": images}
 
-    step = jax.jit(partial(_step, graphdef, 0.9999, 0, task, sharded), donate_argnums=(0, 1),
-                   out_shardings=(replicated, replicated, replicated))
-    step, flops = _compile(step, state, ema, rng_state, batch, jnp.int32(0))
-    holder = [state, ema]
+    step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
+    leaves = [jax.tree.leaves(state), jax.tree.leaves(ema), jax.tree.leaves(rng_state)]
+    state_def = jax.tree.structure(state)
+    step, flops = _compile(step, *leaves, batch, jnp.int32(0))
 
     def train_once(i):
-        holder[0], holder[1], metrics = step(holder[0], holder[1], rng_state, batch, jnp.int32(i))
+        leaves[0], leaves[1], metrics = step(*leaves, batch, jnp.int32(i))
         return metrics["loss"]
 
     train_once(0)
-    jax.block_until_ready(holder[0])
+    jax.block_until_ready(leaves[0])
     start = time.perf_counter()
     for i in range(iters):
         loss = train_once(i + 1)
     jax.block_until_ready(loss)
     t_train = (time.perf_counter() - start) / iters
 
-    trained, _ = nnx.merge(graphdef, rng_state, holder[0])   # `model`'s own buffers were donated
+    trained, _ = nnx.merge(graphdef, rng_state, jax.tree.unflatten(state_def, leaves[0]))   # `model`'s were donated
     trained.eval()
     eval_graph, eval_state = nnx.split(trained)
     x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)
@@ -91,17 +90,21 @@ def bench_size(size: int, train_batch: int, ddim_batch: int, iters: int, peak: f
     devices = jax.device_count()
     mfu = lambda f, s: f"{100 * f / s / (peak * 1e12 * devices):.1f}%" if peak else "-"  # noqa: E731
     train_ips, ddim_ips = train_batch / t_train, ddim_batch / t_ddim
-    return [
-        f"| train step {size}px | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | {ANCHOR_TRAIN[size]:.0f} "
-        f"| {train_ips / ANCHOR_TRAIN[size]:.2f}x |",
-        f"| DDIM step {size}px | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | {ANCHOR_DDIM[size]:.0f} "
-        f"| {ddim_ips / ANCHOR_DDIM[size]:.2f}x |",
-    ]
+    paper = variant == str(size)   # the anchors are the official code at the paper's sizes
+
+    def anchor(table: dict, ips: float) -> str:
+        return f"{table[size]:.0f} | {ips / table[size]:.2f}x" if paper else "- | -"
+
+    name = f"{size}px" if paper else f"{size}px ({variant})"
+    return [f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
+            f"{anchor(ANCHOR_TRAIN, train_ips)} |",
+            f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
+            f"{anchor(ANCHOR_DDIM, ddim_ips)} |"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--sizes", nargs="+", default=["128", "256"], help="configs/dae.py variants")
     p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global")
     p.add_argument("--ddim-batch", type=int, default=50)
     p.add_argument("--iters", type=int, default=10)

@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the shared x_T")
     p.add_argument("--max-clips", type=int, default=None, help="score only the first N clips")
     p.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D network is slow on a CPU)")
+    p.add_argument("--recon-frames", type=int, default=16,
+                   help="real frames per clip (evenly spaced) for the DiffAE-alone reconstruction scores")
+    p.add_argument("--batch-frames", type=int, default=128, help="frames per DDIM batch (all clips together)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes reading mouth/pose from pixels (default: the cores)")
     return p.parse_args(argv)
 
 
@@ -49,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                         "`python -m daetalker_jax.prepare`")
     if args.corpus is not None and not args.corpus.is_dir():
         raise UserError(f"--corpus {args.corpus} is not a folder; pass the corpus' clips folder (CORPUS/clips)")
+    for flag, value in (("--recon-frames", args.recon_frames), ("--batch-frames", args.batch_frames),
+                        ("--workers", args.workers or 1)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     out = ensure_writable_dir(args.out)
 
     import numpy as np
@@ -60,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     from daetalker_jax.talker import Talker
 
     split = args.split or held_out_split(args.data)
-    talker = Talker(args.dae, args.s2l, steps=args.steps)
+    talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
     results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
-                             seed=args.seed, max_clips=args.max_clips,
+                             seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
+                             workers=args.workers,
                              sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")

@@ -53,3 +53,21 @@ def test_closed_eyes_and_empty_frames_give_nan():
     assert np.isnan(closed.yaw) and np.isnan(closed.pitch)
     empty = measure(background(Identity.from_seed(0), 256))
     assert all(np.isnan([empty.opening, empty.yaw, empty.pitch, empty.roll]))
+
+
+def test_reader_in_worker_processes_equals_one_process(tmp_path):
+    """The evaluation's pixel reader gives the same readings in 2 spawned workers as in this process."""
+    from daetalker_jax.evaluation.suite import Reader
+    from daetalker_jax.synth.measure import measure_frames
+
+    videos = [np.stack([Renderer(Identity.from_seed(ident), 128).render(state)
+                        for _, state in _cases(1, 3, seed=ident)]) for ident in range(3)]
+    reader = Reader(128, tmp_path, None)   # 128 px: `measure`, no probe to fit
+    serial = [measure_frames(v) for v in videos]
+    parallel = reader.many(videos, workers=2)
+    assert len(parallel) == 3
+    for (so, sp), (po, pp) in zip(serial, parallel):
+        assert so.shape == (3,) and sp.shape == (3, 3)
+        np.testing.assert_array_equal(so, po)
+        np.testing.assert_array_equal(sp, pp)
+    assert np.isfinite(serial[0][0]).all()

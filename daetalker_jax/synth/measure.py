@@ -233,3 +233,10 @@ def measure(frame: np.ndarray) -> Measurement:
     opening = gap / (scale * foreshortening) / face.MAX_GAP
     return Measurement(float(np.clip(opening, 0, 1)) if np.isfinite(opening) else np.nan,
                        yaw, pitch, roll, scale)
+
+
+def measure_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`measure` over (n, S, S, 3) frames: (n,) mouth opening and (n, 3) yaw/pitch/roll, NaN where unreadable.
+    Module level (and light to import) so worker processes can run it."""
+    m = [measure(f) for f in frames]
+    return np.array([x.opening for x in m]), np.array([(x.yaw, x.pitch, x.roll) for x in m]).reshape(-1, 3)

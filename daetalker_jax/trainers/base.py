@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -100,7 +99,8 @@ def _logged_at_most(line: str, step: int) -> bool:
 def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, ema, rng_state, batch, step):
     model, optimizer = nnx.merge(graphdef, rng_state, state)
     key = jax.random.fold_in(jax.random.key(seed), step)
-    nnx.reseed(model, dropout=jax.random.fold_in(key, 1))
+    # every stream: a Dropout built from nnx.Rngs(seed) draws from a 'default' stream, not 'dropout'
+    nnx.reseed(model, default=jax.random.fold_in(key, 1), dropout=jax.random.fold_in(key, 1))
     model.train()
 
     def loss_fn(m):
@@ -111,6 +111,23 @@ def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, em
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, nnx.state(model, nnx.Param))
     _, _, state = nnx.split((model, optimizer), nnx.RngState, ...)
     return state, ema, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+
+
+def train_step(graphdef, trees: tuple, config: ml_collections.ConfigDict, task: Task, mesh: jax.sharding.Mesh):
+    """The jitted `_step` on leaf lists: (state leaves, EMA leaves, RNG leaves, batch, step) -> (state leaves,
+    EMA leaves, metrics); the first two are donated. `trees` = (state, ema, rng_state), for their structure.
+    Why leaves: jit flattens a list of arrays in C++, but NNX State leaves are Variables whose flattening runs
+    Python per leaf; on an H200 that alone took 58 ms a step for the reference DiffAE (its GPU work is less)."""
+    defs = tuple(jax.tree.structure(t) for t in trees)
+
+    def flat(state, ema, rng_state, batch, step):
+        state, ema, rng_state = (jax.tree.unflatten(d, x) for d, x in zip(defs, (state, ema, rng_state)))
+        state, ema, metrics = _step(graphdef, config.ema_decay, config.seed, task,
+                                    NamedSharding(mesh, PartitionSpec("data")), state, ema, rng_state, batch, step)
+        return jax.tree.leaves(state), jax.tree.leaves(ema), metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(flat, donate_argnums=(0, 1), out_shardings=(replicated, replicated, replicated))
 
 
 def _load_params(model: nnx.Module, path: str) -> None:
@@ -134,6 +151,27 @@ def _optimizer(model: nnx.Module, config: ml_collections.ConfigDict) -> nnx.Opti
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
+def build(task: Task, config: ml_collections.ConfigDict, *, abstract: bool = False
+          ) -> tuple[nnx.Module, nnx.Optimizer]:
+    """A model and its optimizer: initialised (eagerly: on an H200 that took 16 s for the DiffAE, a jitted
+    initialisation 51 s of compiling), or with abstract=True shapes only, for a model whose values all come
+    from a checkpoint (1.8 s); its RNG state, which is not checkpointed, then gets fixed keys (the train
+    step reseeds dropout every step anyway)."""
+    def create(key):
+        model = task.build_model(nnx.Rngs(key))
+        return model, _optimizer(model, config)
+
+    key = jax.random.key(config.seed)
+    if not abstract:
+        return create(key)
+    pair = nnx.eval_shape(create, key)
+    rng = nnx.state(pair, nnx.RngState)
+    nnx.update(pair, jax.tree.map(
+        lambda s: jax.random.split(key, s.shape) if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key)
+        else jnp.zeros(s.shape, s.dtype), rng))
+    return pair
+
+
 def _train_tree(state, ema, step: jax.Array) -> dict:
     return {"state": nnx.to_pure_dict(state), "ema": nnx.to_pure_dict(ema), "step": step}
 
@@ -153,8 +191,8 @@ def load_trained(workdir: str | Path, step: int | None = None) -> tuple[ml_colle
                         "--workdir of `python -m daetalker_jax.train`")
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     task = make_task(config)
-    model = task.build_model(nnx.Rngs(config.seed))
-    state = nnx.state((model, _optimizer(model, config)), nnx.Not(nnx.RngState))
+    model, optimizer = build(task, config, abstract=True)
+    state = nnx.state((model, optimizer), nnx.Not(nnx.RngState))
     ema = nnx.state(model, nnx.Param)
     ckpt = Checkpoints(ckpt_dir)
     try:
@@ -184,25 +222,44 @@ class Trainer:
             raise UserError(f"batch_size {config.batch_size} is not divisible by the {self.mesh.size} devices; set "
                             f"--config.batch_size to a multiple of {self.mesh.size}")
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        model = task.build_model(nnx.Rngs(config.seed))
         self.data = iter(task.dataset(Shard.of_this_process()))   # before the checkpoint folder: bad data fails first
         self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
-        if self.ckpt.latest_step is None:
+        resuming = self.ckpt.latest_step is not None
+        model, optimizer = build(task, config, abstract=resuming)   # resuming: every value comes from the checkpoint
+        if not resuming:
             if config.get("init_from"):
                 _load_params(model, config.init_from)
             task.initialize(model)
-        self.graphdef, rng_state, state = nnx.split((model, _optimizer(model, config)), nnx.RngState, ...)
-        ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-        self.state, self.ema, self.rng_state = replicate((state, ema, rng_state), self.replicated)
+        self.graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+        self.rng_state = replicate(rng_state, self.replicated)
         self.step = 0
-        if self.ckpt.latest_step is not None:
+        if resuming:
+            self.state, self.ema = state, nnx.state(model, nnx.Param)
             self._restore()
+        else:
+            self.state, self.ema = replicate((state, jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))),
+                                             self.replicated)
+        self.step_fn = train_step(self.graphdef, (self.state, self.ema, self.rng_state), config, task, self.mesh)
         if jax.process_index() == 0:   # what `load_trained` rebuilds the model from (after a refused resume:
             with atomic_path(self.workdir / "config.json") as tmp:   # the run's own config stays)
                 tmp.write_text(config.to_json_best_effort(indent=1))
-        batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        self.step_fn = jax.jit(partial(_step, self.graphdef, config.ema_decay, config.seed, task, batch_sharding),
-                               donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
+
+    # Between steps the train state and the EMA live as leaf lists (see `train_step`); these views rebuild them.
+    @property
+    def state(self) -> nnx.State:
+        return jax.tree.unflatten(self._state_def, self._state)
+
+    @state.setter
+    def state(self, value: nnx.State) -> None:
+        self._state, self._state_def = jax.tree.flatten(value)
+
+    @property
+    def ema(self) -> nnx.State:
+        return jax.tree.unflatten(self._ema_def, self._ema)
+
+    @ema.setter
+    def ema(self, value: nnx.State) -> None:
+        self._ema, self._ema_def = jax.tree.flatten(value)
 
     def _tree(self) -> dict:
         # the step as a global array too: a multi-process checkpoint cannot hold one process' local array
@@ -214,9 +271,10 @@ class Trainer:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"the checkpoint in {self.ckpt.mngr.directory} does not fit this config ({e}); "
                             "use a new --workdir or the config it was trained with") from e
-        nnx.replace_by_pure_dict(self.state, restored["state"])
-        nnx.replace_by_pure_dict(self.ema, restored["ema"])
-        self.step = int(restored["step"])
+        state, ema = self.state, self.ema
+        nnx.replace_by_pure_dict(state, restored["state"])
+        nnx.replace_by_pure_dict(ema, restored["ema"])
+        self.state, self.ema, self.step = state, ema, int(restored["step"])
         if jax.process_index() == 0:
             print(f"resumed from {self.ckpt.mngr.directory} at step {self.step}", flush=True)
 
@@ -242,7 +300,8 @@ class Trainer:
         if peak is None:
             return None
         if not hasattr(self, "_flops"):
-            self._flops = count_flops(self.step_fn, self.state, self.ema, self.rng_state, batch, jnp.int32(0))
+            self._flops = count_flops(self.step_fn, self._state, self._ema, jax.tree.leaves(self.rng_state), batch,
+                                      jnp.int32(0))
         return self._flops / seconds_per_step / (peak * 1e12 * jax.device_count())
 
     def run(self) -> dict[str, float]:
@@ -252,11 +311,12 @@ class Trainer:
                    disable=jax.process_index() != 0)
         last: dict[str, float] = {}
         t0, n0 = time.perf_counter(), self.step
+        rng = jax.tree.leaves(self.rng_state)
         try:
             while self.step < cfg.num_steps:
                 batch = to_global(next(self.data), self.mesh)
-                self.state, self.ema, metrics = self.step_fn(self.state, self.ema, self.rng_state, batch,
-                                                             jnp.int32(self.step))
+                self._state, self._ema, metrics = self.step_fn(self._state, self._ema, rng, batch,
+                                                               jnp.int32(self.step))
                 self.step += 1
                 bar.update()
                 done = self.step == cfg.num_steps
