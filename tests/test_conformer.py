@@ -123,3 +123,15 @@ def test_pose_path():
     latents, used = model.predict(feats, mask)
     np.testing.assert_allclose(np.asarray(used), np.asarray(model.denormalize_pose(pred)), rtol=1e-6)
     assert jax.tree.all(jax.tree.map(lambda a: bool(jnp.isfinite(a).all()), (latents, used)))
+
+
+@pytest.mark.parametrize("kernel", [15, 4])
+def test_depthwise_conv_equals_the_grouped_convolution(kernel):
+    """The shifted-sum depthwise convolution gives nnx.Conv's result (same parameters) to fp32 rounding."""
+    from daetalker_jax.models.conformer import DepthwiseConv1d
+
+    conv = DepthwiseConv1d(24, kernel, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    conv.bias[...] = jax.random.normal(jax.random.key(2), conv.bias[...].shape)
+    x = jax.random.normal(jax.random.key(1), (3, 37, 24))
+    reference = nnx.Conv.__call__(conv, x)          # XLA's grouped convolution with the same kernel and bias
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(reference), atol=1e-5, rtol=1e-5)
