@@ -103,6 +103,9 @@ def build(dae: Path, s2l: Path, steps: int) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from daetalker_jax.xla_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     from daetalker_jax.errors import UserError
 
     if not 1 <= args.steps <= 100:

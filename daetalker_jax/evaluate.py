@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from daetalker_jax.xla_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     for flag, path in (("--dae", args.dae), ("--s2l", args.s2l), ("--sync", args.sync)):
         if path is None:
             continue

@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from daetalker_jax.xla_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     if args.out.suffix.lower() != ".mp4":
         raise UserError(f"--out must end in .mp4, got {args.out}")
     if args.batch_frames < 1:
