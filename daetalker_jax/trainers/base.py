@@ -29,7 +29,8 @@ from daetalker_jax.distributed import replicate
 from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
 
-PEAK_TFLOPS = {"H100": 801.0}   # measured bf16 matmul ceiling per device (ANCHORS.md), for MFU
+# measured bf16 matmul ceilings per device, for MFU: H100 ANCHORS.md; H200 the device notes (788 on random data)
+PEAK_TFLOPS = {"H100": 801.0, "H200": 788.0}
 
 
 class Task(Protocol):
