@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from daetalker_jax.errors import UserError, ensure_writable_dir, run_cli
@@ -72,18 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     from daetalker_jax.talker import Talker
 
     split = args.split or held_out_split(args.data)
+    t0 = time.perf_counter()
     talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
+    seconds = {"load": round(time.perf_counter() - t0, 2)}
     results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
                              seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
-                             workers=args.workers,
+                             workers=args.workers, seconds=seconds,
                              sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")
     summary = aggregate(results)
     if not args.no_fvd:
+        t0 = time.perf_counter()
         summary["fvd"] = video_fvd(results)
+        seconds["fvd"] = round(time.perf_counter() - t0, 2)
     meta = {"dae": str(args.dae), "s2l": str(args.s2l), "data": str(args.data), "split": split,
-            "steps": args.steps, "seed": args.seed, "pose_given": args.pose == "given", "clips": len(results)}
+            "steps": args.steps, "seed": args.seed, "pose_given": args.pose == "given", "clips": len(results),
+            "seconds": seconds}
     write_report(out, results, summary, meta)
     first = results[0]
     audio = np.asarray(data_source(str(args.data), "clips", split)[0]["audio"], np.float32)
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         contact_sheet(out / "sample.mp4", args.corpus / f"{first.clip_id}.mp4", args.data, out / "sheet.png")
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     print(f"report: {out / 'summary.md'}")
     return 0
 

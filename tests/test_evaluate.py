@@ -42,6 +42,9 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset
     report = json.loads((out / "report.json").read_text(), parse_constant=no_nan)
     test_ids = sorted(c["clip_id"] for c in manifest["clips"] if c["split"] == "test")
     assert sorted(report["clips"]) == test_ids and report["meta"]["split"] == "test"
+    seconds = report["meta"]["seconds"]   # wall time per phase (--no-fvd: no "fvd" entry)
+    assert {"load", "speech2latent", "generate", "reconstruct", "read_pixels", "scores"} <= set(seconds)
+    assert "fvd" not in seconds and all(v >= 0 for v in seconds.values())
     summary = report["summary"]
     for key in ("psnr", "ssim", "recon/psnr_inverted", "recon/psnr_shared_xT", "stability/flicker_ratio",
                 "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real", "sync/lse_d", "sync/lse_c_real",

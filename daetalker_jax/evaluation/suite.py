@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,10 +110,20 @@ def _split(frames: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
 
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
                    seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None,
-                   recon_frames: int = 16, workers: int | None = None) -> list[ClipResult]:
+                   recon_frames: int = 16, workers: int | None = None, seconds: dict[str, float] | None = None
+                   ) -> list[ClipResult]:
     """Scores the first `max_clips` clips of `split`. recon_frames: real crops per clip for the DiffAE-alone
     numbers (evenly spaced; its 2 DDIM passes + inversion cost 3x the generation); workers: processes for the
-    pixel reader (default: the cores)."""
+    pixel reader (default: the cores); `seconds` receives the wall time of each phase."""
+    seconds = {} if seconds is None else seconds
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 2)
+        clock = now
+
     source = data_source(str(data_dir), "clips", split)
     crops = clip_frames(data_dir, split)
     reader = Reader(talker.image_size, data_dir, corpus_clips)
@@ -129,17 +140,21 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
         latents.append(z[:n])
     if not clips:
         return []
+    lap("speech2latent")
     lengths = [c.n for c in clips]
     with tqdm(total=sum(lengths), desc="generate", unit="frame") as bar:
         generated = _split(np.stack(list(talker.frames(np.concatenate(latents), x_T, bar))), lengths)
+    lap("generate")
     picks = [np.unique(np.linspace(0, c.n - 1, min(c.n, recon_frames)).round().astype(int)) for c in clips]
     chosen = np.concatenate([c.real[p] for c, p in zip(clips, picks)])
     picked = [len(p) for p in picks]
     inverted = _split(talker.reconstruct(chosen)[1], picked)
     shared = _split(talker.reconstruct(chosen, x_T)[1], picked)
+    lap("reconstruct")
     with_truth = [corpus_clips is not None and (corpus_clips / f"{c.clip_id}.json").is_file() for c in clips]
     readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], workers or os.cpu_count())
     gen_reads, real_reads = readings[:len(clips)], iter(readings[len(clips):])
+    lap("read_pixels")
     results = []
     for c, gen, inv, sha, p, (gen_open, gen_pose), truth_known in zip(
             clips, generated, inverted, shared, picks, gen_reads, with_truth):
@@ -165,6 +180,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
                 scores.update({f"pose/{k}": v for k, v in pose_error(gen_pose, c.true_pose).items()})
             scores.update({f"motion/{k}": v for k, v in compare_motion(gen_pose, c.true_pose).items()})
         results.append(ClipResult(c.clip_id, scores, gen, real, tracks))
+    lap("scores")
     return results
 
 
