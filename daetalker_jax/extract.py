@@ -27,9 +27,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from daetalker_jax.xla_cache import enable_compilation_cache
-
-    enable_compilation_cache()
     if args.dae is None and args.speech_model is None:
         raise UserError("nothing to extract: give --dae RUN (latents) and/or --speech-model HF_DIR (speech features)")
     if args.batch_size < 1:

@@ -25,9 +25,6 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.p
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
-    from daetalker_jax.xla_cache import enable_compilation_cache
-
-    enable_compilation_cache()
     from daetalker_jax.trainers import make_task
     from daetalker_jax.trainers.base import Trainer
 

@@ -1,7 +1,9 @@
-"""XLA's persistent compilation cache for every JAX command. Why: compiling dominates short jobs (the
-reference DiffAE's train step compiles for ~90 s on an H200, speech2latent's for ~30-40 s), and a rerun, a
-resume or a second evaluation compiles the same programs again; with the cache a tiny 4-step training run
-took 28 s instead of 62 s on a 2-core CPU the second time.
+"""XLA's persistent compilation cache for the single-process commands (evaluate, generate, app). Why: a
+second evaluation or generation compiles the same programs again (a tiny 4-step training run with the cache:
+28 s instead of 62 s on a 2-core CPU the second time). Not in train and extract, which may run as several
+processes: enabled there before `jax.distributed.initialize()`, a warm cache made the two processes of the
+CPU multi-process test reach their first collective too far apart (Gloo's 30-s timeout); JAX's own
+JAX_COMPILATION_CACHE_DIR still works for them.
 
 Location: $JAX_COMPILATION_CACHE_DIR if set (JAX's own variable), else $DAETALKER_XLA_CACHE, else
 ~/.cache/daetalker_jax/xla; DAETALKER_XLA_CACHE=off disables it. Entries are keyed by the program, the
