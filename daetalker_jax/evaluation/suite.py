@@ -101,7 +101,6 @@ class _Clip:
     real: np.ndarray
     true_pose: np.ndarray
     used_pose: np.ndarray
-    n: int
 
 
 def _split(frames: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
@@ -136,16 +135,16 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
         real, true_pose = crops[clip_id], np.asarray(ex["pose"], np.float64)
         z, used_pose = talker.latents(np.asarray(ex["audio"], np.float32), true_pose if pose_given else None)
         n = min(len(z), len(real))
-        clips.append(_Clip(clip_id, ex, real[:n], true_pose[:n], used_pose[:n], n))
+        clips.append(_Clip(clip_id, ex, real[:n], true_pose[:n], used_pose[:n]))
         latents.append(z[:n])
     if not clips:
         return []
     lap("speech2latent")
-    lengths = [c.n for c in clips]
+    lengths = [len(c.real) for c in clips]
     with tqdm(total=sum(lengths), desc="generate", unit="frame") as bar:
         generated = _split(np.stack(list(talker.frames(np.concatenate(latents), x_T, bar))), lengths)
     lap("generate")
-    picks = [np.unique(np.linspace(0, c.n - 1, min(c.n, recon_frames)).round().astype(int)) for c in clips]
+    picks = [np.unique(np.linspace(0, n - 1, min(n, recon_frames)).round().astype(int)) for n in lengths]
     chosen = np.concatenate([c.real[p] for c, p in zip(clips, picks)])
     picked = [len(p) for p in picks]
     inverted = _split(talker.reconstruct(chosen)[1], picked)
@@ -159,14 +158,14 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     for c, gen, inv, sha, p, (gen_open, gen_pose), truth_known in zip(
             clips, generated, inverted, shared, picks, gen_reads, with_truth):
         real = c.real
-        scores = {"frames": float(c.n), "psnr": psnr(gen, real), "ssim": ssim(gen, real),
+        scores = {"frames": float(len(real)), "psnr": psnr(gen, real), "ssim": ssim(gen, real),
                   "recon/psnr_inverted": psnr(inv, real[p]), "recon/ssim_inverted": ssim(inv, real[p]),
                   "recon/psnr_shared_xT": psnr(sha, real[p]), "recon/ssim_shared_xT": ssim(sha, real[p])}
         scores.update({f"stability/{k}": v for k, v in stability(gen, real).items()})
         tracks = {"generated_opening": gen_open, "generated_pose": gen_pose, "requested_pose": c.used_pose,
                   "true_pose": c.true_pose}
         if truth_known:
-            truth = opening_track(corpus_clips, c.clip_id)[:c.n]
+            truth = opening_track(corpus_clips, c.clip_id)[:len(real)]
             real_open, _ = next(real_reads)
             tracks.update(truth_opening=truth, real_opening=real_open)
             scores.update({f"lipsync/{k}": v for k, v in sync_scores(gen_open, truth).items()})
