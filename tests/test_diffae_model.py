@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -59,3 +60,23 @@ def test_flop_count_matches_the_official_counter():
     unet = count_flops(lambda s, x, t, z: nnx.merge(graphdef, s)(x, t, z), state, x, t, z)
     encoder = count_flops(lambda s, x: nnx.merge(graphdef, s).encode(x), state, x)
     assert round(unet / 1e9, 1) == 147.7 and round(encoder / 1e9, 1) == 19.0
+
+
+def test_host_drawn_lecun_normal_has_flax_distribution_and_depends_only_on_the_key():
+    """The NumPy-drawn kernel init (no per-shape compilation): flax's lecun_normal statistics (truncated at
+    +-2 std of the underlying normal, variance 1 / fan_in), the same values for the same key, others for another
+    key, flax's own initializer when traced (abstract builds)."""
+    from daetalker_jax.models.layers import lecun_normal
+
+    shape = (3, 3, 64, 128)   # fan_in 576
+    x = np.asarray(lecun_normal(jax.random.key(0), shape))
+    assert x.shape == shape and x.dtype == np.float32
+    bound = 2 / np.sqrt(576) / 0.87962566103423978
+    assert np.abs(x).max() <= bound + 1e-7
+    assert abs(x.std() * np.sqrt(576) - 1) < 0.01 and abs(x.mean()) < 0.002   # 73,728 draws: std error ~0.3%
+    flax_x = np.asarray(nnx.initializers.lecun_normal()(jax.random.key(0), shape))
+    assert abs(x.std() - flax_x.std()) / flax_x.std() < 0.01
+    np.testing.assert_array_equal(x, np.asarray(lecun_normal(jax.random.key(0), shape)))
+    assert not np.array_equal(x, np.asarray(lecun_normal(jax.random.key(1), shape)))
+    traced = jax.eval_shape(lambda k: lecun_normal(k, shape), jax.random.key(0))
+    assert traced.shape == shape and traced.dtype == jnp.float32
