@@ -216,6 +216,7 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, task: Task,
                  mesh: jax.sharding.Mesh | None = None):
+        start = time.perf_counter()
         self.config, self.task = config, task
         self.workdir = ensure_writable_dir(workdir)
         self.mesh = mesh or make_mesh()
@@ -224,6 +225,7 @@ class Trainer:
                             f"--config.batch_size to a multiple of {self.mesh.size}")
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.data = iter(task.dataset(Shard.of_this_process()))   # before the checkpoint folder: bad data fails first
+        self._startup = {"data": time.perf_counter() - start}
         self.ckpt = Checkpoints(self.workdir / "checkpoints", keep=config.keep_checkpoints)
         resuming = self.ckpt.latest_step is not None
         model, optimizer = build(task, config, abstract=resuming)   # resuming: every value comes from the checkpoint
@@ -241,6 +243,7 @@ class Trainer:
             self.state, self.ema = replicate((state, jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))),
                                              self.replicated)
         self.step_fn = train_step(self.graphdef, (self.state, self.ema, self.rng_state), config, task, self.mesh)
+        self._startup["model"] = time.perf_counter() - start - self._startup["data"]
         if jax.process_index() == 0:   # what `load_trained` rebuilds the model from (after a refused resume:
             with atomic_path(self.workdir / "config.json") as tmp:   # the run's own config stays)
                 tmp.write_text(config.to_json_best_effort(indent=1))
@@ -312,13 +315,21 @@ class Trainer:
                    disable=jax.process_index() != 0)
         last: dict[str, float] = {}
         t0, n0 = time.perf_counter(), self.step
+        first = self.step
         rng = jax.tree.leaves(self.rng_state)
         try:
             while self.step < cfg.num_steps:
                 batch = to_global(next(self.data), self.mesh)
+                if self.step == first:
+                    self._startup["first batch"] = time.perf_counter() - t0
                 self._state, self._ema, metrics = self.step_fn(self._state, self._ema, rng, batch,
                                                                jnp.int32(self.step))
                 self.step += 1
+                if self.step == first + 1:   # where a long start goes: data, model (+ restore), compilation
+                    jax.block_until_ready(metrics)
+                    self._startup["first step"] = time.perf_counter() - t0 - self._startup["first batch"]
+                    if jax.process_index() == 0:
+                        bar.write("start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in self._startup.items()))
                 bar.update()
                 done = self.step == cfg.num_steps
                 if self.step % cfg.log_every == 0 or done or self.step % cfg.checkpoint_every == 0:
