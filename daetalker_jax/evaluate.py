@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="real frames per clip (evenly spaced) for the DiffAE-alone reconstruction scores")
     p.add_argument("--batch-frames", type=int, default=128, help="frames per DDIM batch (all clips together)")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes reading mouth/pose from pixels (default: the cores)")
+                   help="processes for the CPU work on pixels: mouth/pose reader, PSNR/SSIM, stability "
+                   "(default: the cores)")
     return p.parse_args(argv)
 
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from daetalker_jax.evaluation.pixels import worker_pool
     from daetalker_jax.evaluation.report import write_report
     from daetalker_jax.evaluation.suite import SyncExpert, aggregate, evaluate_clips, held_out_split, video_fvd
     from daetalker_jax.media import write_mp4
@@ -74,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
 
     split = args.split or held_out_split(args.data)
     t0 = time.perf_counter()
-    talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
-    seconds = {"load": round(time.perf_counter() - t0, 2)}
-    results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
-                             seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
-                             workers=args.workers, seconds=seconds,
-                             sync=None if args.sync is None else SyncExpert(args.sync))
+    with worker_pool(args.workers or os.cpu_count()) as pool:   # they start while the models load
+        talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
+        seconds = {"load": round(time.perf_counter() - t0, 2)}
+        results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
+                                 seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
+                                 pool=pool, seconds=seconds, sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")
     summary = aggregate(results)

@@ -55,19 +55,30 @@ def test_closed_eyes_and_empty_frames_give_nan():
     assert all(np.isnan([empty.opening, empty.yaw, empty.pitch, empty.roll]))
 
 
-def test_reader_in_worker_processes_equals_one_process(tmp_path):
-    """The evaluation's pixel reader gives the same readings in 2 spawned workers as in this process."""
+def test_pixel_work_in_worker_processes_equals_one_process(tmp_path):
+    """The evaluation's pixel reader and per-clip fidelity/stability scores give exactly the same values in 2
+    spawned workers as in this process."""
+    from daetalker_jax.evaluation.pixels import map_in, pixel_scores, worker_pool
     from daetalker_jax.evaluation.suite import Reader
     from daetalker_jax.synth.measure import measure_frames
 
     videos = [np.stack([Renderer(Identity.from_seed(ident), 128).render(state)
                         for _, state in _cases(1, 3, seed=ident)]) for ident in range(3)]
+    reals = videos[1:] + videos[:1]
+    picks = [np.array([0, 2])] * 3
     reader = Reader(128, tmp_path, None)   # 128 px: `measure`, no probe to fit
     serial = [measure_frames(v) for v in videos]
-    parallel = reader.many(videos, workers=2)
+    serial_scores = [pixel_scores(v, r, v[p], r[p], p) for v, r, p in zip(videos, reals, picks)]
+    with worker_pool(2) as pool:
+        parallel = reader.many(videos, pool)
+        parallel_scores = map_in(pool, pixel_scores, videos, reals, [v[p] for v, p in zip(videos, picks)],
+                                 [r[p] for r, p in zip(reals, picks)], picks)
     assert len(parallel) == 3
     for (so, sp), (po, pp) in zip(serial, parallel):
         assert so.shape == (3,) and sp.shape == (3, 3)
         np.testing.assert_array_equal(so, po)
         np.testing.assert_array_equal(sp, pp)
     assert np.isfinite(serial[0][0]).all()
+    assert parallel_scores == serial_scores
+    assert serial_scores[0]["frames"] == 3 and serial_scores[0]["recon/psnr_shared_xT"] == float("inf")
+    assert 0 < serial_scores[0]["ssim"] < 1

@@ -16,10 +16,8 @@ pixel reader runs in worker processes (~10 ms a frame on one core).
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +26,9 @@ from tqdm import tqdm
 
 from daetalker_jax.data.pipeline import data_source
 from daetalker_jax.errors import UserError
-from daetalker_jax.metrics.fidelity import psnr, ssim
+from daetalker_jax.evaluation.pixels import map_in, pixel_scores
 from daetalker_jax.metrics.lipsync import sync_scores
 from daetalker_jax.metrics.pose import compare_motion, pose_error
-from daetalker_jax.metrics.stability import stability
 from daetalker_jax.synth.measure import measure_frames
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 from daetalker_jax.talker import Talker
@@ -55,12 +52,11 @@ class Reader:
         opening = self.probe(frames) if self.probe is not None else np.full(len(frames), np.nan)
         return opening, np.full((len(frames), 3), np.nan)
 
-    def many(self, videos: list[np.ndarray], workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """`self` on each video; `measure` in `workers` processes (spawned: this process holds the GPU)."""
-        if not self.uses_measure or workers <= 1 or len(videos) <= 1:
+    def many(self, videos: list[np.ndarray], pool: Executor | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`self` on each video; `measure` in the `pool`'s processes when there is one (see `worker_pool`)."""
+        if not self.uses_measure:
             return [self(v) for v in videos]
-        with ProcessPoolExecutor(min(workers, len(videos)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(measure_frames, videos))
+        return map_in(pool, measure_frames, videos)
 
 
 @dataclass
@@ -109,11 +105,11 @@ def _split(frames: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
 
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
                    seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None,
-                   recon_frames: int = 16, workers: int | None = None, seconds: dict[str, float] | None = None
+                   recon_frames: int = 16, pool: Executor | None = None, seconds: dict[str, float] | None = None
                    ) -> list[ClipResult]:
     """Scores the first `max_clips` clips of `split`. recon_frames: real crops per clip for the DiffAE-alone
-    numbers (evenly spaced; its 2 DDIM passes + inversion cost 3x the generation); workers: processes for the
-    pixel reader (default: the cores); `seconds` receives the wall time of each phase."""
+    numbers (evenly spaced; its 2 DDIM passes + inversion cost 3x the generation); pool: worker processes for
+    the CPU work on pixels (`pixels.worker_pool`; None: this process); `seconds` receives each phase's wall time."""
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
 
@@ -151,17 +147,14 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     shared = _split(talker.reconstruct(chosen, x_T)[1], picked)
     lap("reconstruct")
     with_truth = [corpus_clips is not None and (corpus_clips / f"{c.clip_id}.json").is_file() for c in clips]
-    readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], workers or os.cpu_count())
+    readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], pool)
     gen_reads, real_reads = readings[:len(clips)], iter(readings[len(clips):])
     lap("read_pixels")
+    pixels = map_in(pool, pixel_scores, generated, [c.real for c in clips], inverted, shared, picks)
+    lap("pixel_scores")
     results = []
-    for c, gen, inv, sha, p, (gen_open, gen_pose), truth_known in zip(
-            clips, generated, inverted, shared, picks, gen_reads, with_truth):
+    for c, gen, scores, (gen_open, gen_pose), truth_known in zip(clips, generated, pixels, gen_reads, with_truth):
         real = c.real
-        scores = {"frames": float(len(real)), "psnr": psnr(gen, real), "ssim": ssim(gen, real),
-                  "recon/psnr_inverted": psnr(inv, real[p]), "recon/ssim_inverted": ssim(inv, real[p]),
-                  "recon/psnr_shared_xT": psnr(sha, real[p]), "recon/ssim_shared_xT": ssim(sha, real[p])}
-        scores.update({f"stability/{k}": v for k, v in stability(gen, real).items()})
         tracks = {"generated_opening": gen_open, "generated_pose": gen_pose, "requested_pose": c.used_pose,
                   "true_pose": c.true_pose}
         if truth_known:
