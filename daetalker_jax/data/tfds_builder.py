@@ -17,13 +17,17 @@ import tensorflow_datasets as tfds
 
 N_MELS = 80
 MELS_PER_FRAME = 4
+# Arrays as raw bytes: TFDS's default turns each element into a protobuf list entry in Python (8.6 of the 20 s
+# it took to write a 30-minute corpus on one core).
+BYTES = tfds.features.Encoding.BYTES
 
 
 class DaetalkerData(tfds.core.GeneratorBasedBuilder):
     """A talking-head corpus prepared by `python -m daetalker_jax.prepare`."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Frames (JPEG) and per-clip audio, log-mel and head pose."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Frames (JPEG) and per-clip audio, log-mel and head pose.",
+                     "1.1.0": "Arrays stored as raw bytes (the same values; writing 2x faster). 1.0.0 still reads."}
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="frames", description="one record per 25 fps video frame"),
         tfds.core.BuilderConfig(name="clips", description="one record per clip: audio, mel, pose"),
@@ -41,14 +45,14 @@ class DaetalkerData(tfds.core.GeneratorBasedBuilder):
             features = tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(self._size, self._size, 3), encoding_format="jpeg"),
                 "clip": np.int32, "frame": np.int32,
-                "pose": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+                "pose": tfds.features.Tensor(shape=(3,), dtype=np.float32, encoding=BYTES),
             })
         else:
             features = tfds.features.FeaturesDict({
                 "clip_id": tfds.features.Text(), "clip": np.int32, "n_frames": np.int32,
-                "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-                "mel": tfds.features.Tensor(shape=(None, N_MELS), dtype=np.float32),
-                "pose": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+                "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding=BYTES),
+                "mel": tfds.features.Tensor(shape=(None, N_MELS), dtype=np.float32, encoding=BYTES),
+                "pose": tfds.features.Tensor(shape=(None, 3), dtype=np.float32, encoding=BYTES),
             })
         return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features,
                                      metadata=tfds.core.MetadataDict(size=self._size))
