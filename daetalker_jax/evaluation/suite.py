@@ -9,8 +9,9 @@ and FVD over all clips. Mouth opening and pose are read from pixels by `synth.me
 smaller frames get the mouth-opening probe (fit on the training crops; no pose), and the reader's own
 accuracy on the real crops is reported next to it.
 
-Speed: all clips' frames are decoded together in full batches (a clip is shorter than a batch), and the
-pixel reader runs in worker processes (~10 ms a frame on one core).
+Speed: all clips' frames are decoded together in full batches (a clip is shorter than a batch), and the CPU
+work on pixels (the reader, ~10 ms a frame on one core; PSNR/SSIM and stability) runs in worker processes
+(`evaluation/pixels.py`).
 """
 
 from __future__ import annotations
