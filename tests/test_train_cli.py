@@ -4,6 +4,7 @@ override, and a run that diverges (clear NaN/Inf message, exit code 2)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def test_tiny_run_with_overrides_writes_metrics_and_checkpoint(tiny_dataset32, t
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
     assert (tmp_path / "checkpoints" / "3").is_dir() and list((tmp_path / "tensorboard").iterdir())
     assert "final: " in result.stdout
+    # where the start-up went, printed once (the tiny config logs every step)
+    assert len(re.findall(r"start-up: data [\d.]+ s, model [\d.]+ s, first batch [\d.]+ s, first step [\d.]+ s",
+                          result.stdout)) == 1, result.stdout[-2000:]
 
 
 def test_override_typo_and_divergence_are_clear_errors(tiny_dataset32, tmp_path):
