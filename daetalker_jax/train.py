@@ -3,6 +3,8 @@
 The config file's `task` picks the stage. Overrides: `--config.batch_size=128`, variants:
 `--config configs/dae.py:256`. Launched on several hosts, every process runs this same command
 (daetalker_jax/distributed.py: how they find each other). Rerun to resume.
+`--compile_only` compiles the train step from the config alone (no data needed; DiffAE configs) and prints its
+device memory; with $JAX_COMPILATION_CACHE_DIR set, the training run that follows skips the compilation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from daetalker_jax import distributed
 from daetalker_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run folder: checkpoints, tensorboard, metrics.jsonl, samples.", required=True)
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, tensorboard, metrics.jsonl, samples.")
+flags.DEFINE_bool("compile_only", False, "Compile the train step from the config's shapes (no data, no workdir), "
+                  "print its device memory and exit; with $JAX_COMPILATION_CACHE_DIR set, training then loads it.")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.py or configs/dae.py:tiny.",
                                 lock_config=True)
 
@@ -32,12 +36,36 @@ def main(argv: list[str]) -> None:
         distributed.initialize()
         if FLAGS.config is None:
             raise UserError("--config is required, e.g. --config configs/dae.py:tiny")
+        if FLAGS.compile_only:
+            _compile_only()
+            return
+        if FLAGS.workdir is None:
+            raise UserError("--workdir is required: the run folder (checkpoints, logs); rerun with it to resume")
         final = Trainer(FLAGS.config, FLAGS.workdir, make_task(FLAGS.config)).run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if jax.process_index() == 0 and final:
         print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+
+
+def _compile_only() -> None:
+    import time
+
+    from daetalker_jax.trainers import make_task
+    from daetalker_jax.trainers.base import compile_step, make_mesh
+
+    if FLAGS.config.task != "dae":   # the other tasks' batch shapes (and set-up) come from their data
+        raise UserError(f"--compile_only needs batch shapes known from the config; the {FLAGS.config.task!r} task "
+                        "takes them from its data (supported: configs/dae.py)")
+    start = time.perf_counter()
+    compiled = compile_step(make_task(FLAGS.config), FLAGS.config, make_mesh())
+    memory = compiled.memory_analysis()
+    if jax.process_index() == 0:
+        usage = "" if memory is None else (
+            f"; per device: arguments {memory.argument_size_in_bytes / 2**30:.2f} GiB, temporaries "
+            f"{memory.temp_size_in_bytes / 2**30:.2f} GiB")
+        print(f"compiled the train step in {time.perf_counter() - start:.1f} s{usage}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -5,7 +5,7 @@
 # Writes OUT_DIR/report/{report.json,summary.md,*.png,sample.mp4,sheet.png} and OUT_DIR/timings.txt (seconds
 # per stage). Record its numbers and date in bench/RESULTS.md.
 # Usage: bash launch/reference_run.sh OUT_DIR
-# Knobs: MINUTES SIZE MARGIN DAE_CONFIG DAE_STEPS DAE_ARGS S2L_CONFIG S2L_STEPS S2L_ARGS GEN_STEPS WORKERS,
+# Knobs: MINUTES SIZE MARGIN DAE_CONFIG DAE_STEPS DAE_ARGS S2L_CONFIG S2L_STEPS S2L_ARGS GEN_STEPS WORKERS PRECOMPILE,
 # EVAL_ARGS (e.g. --max-clips 20 --no-fvd), CORPUS=an/existing/corpus
 # (for machines without espeak-ng/ffmpeg: synthesize elsewhere, copy it over), SKIP_SETUP=1 with PY=python3
 # when the packages are already installed.
@@ -21,6 +21,10 @@ echo "reference run on $($PY -c 'import jax; print(jax.devices()[0].device_kind)
      "$DAE_CONFIG x $DAE_STEPS, $S2L_CONFIG x $S2L_STEPS, $GEN_STEPS DDIM steps"
 T0=$SECONDS
 rm -f "$OUT/timings.txt"
+# A fresh XLA cache per run (a cold start, as from a bare checkout): the DiffAE's train step compiles into it while
+# prepare runs (PRECOMPILE=1), and evaluate keeps its programs there.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/xla_cache}
+PRECOMPILE=${PRECOMPILE:-1}
 source launch/stages.sh
 train_stages
 stage evaluate $PY -m daetalker_jax.evaluate --dae "$OUT/dae" --s2l "$OUT/s2l" --data "$OUT/data" \

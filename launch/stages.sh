@@ -1,15 +1,29 @@
 # Sourced by main.sh and reference_run.sh: from the embedded default data to trained runs under $OUT.
 # Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
 # reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
-# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) prepares in parallel.
+# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) prepares in parallel;
+# PRECOMPILE=1 compiles the DiffAE's train step while prepare runs (needs $JAX_COMPILATION_CACHE_DIR).
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
   if [ -z "${CORPUS:-}" ]; then
     stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
   fi
+  local precompile=""
+  if [ -n "${PRECOMPILE:-}" ]; then   # the DiffAE's train step compiles into $JAX_COMPILATION_CACHE_DIR meanwhile
+    mkdir -p "$OUT"
+    $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.data_dir="$OUT/data" \
+        --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} > "$OUT/precompile.log" 2>&1 &
+    precompile=$!
+  fi
   stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
+  if [ -n "$precompile" ]; then
+    local t0=$SECONDS
+    wait "$precompile" || echo "the DiffAE precompile failed (see $OUT/precompile.log); training compiles it itself"
+    echo "precompile_wait $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
+    tail -n 1 "$OUT/precompile.log"
+  fi
   stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
       --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-}
   stage extract $PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"

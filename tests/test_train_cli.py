@@ -1,9 +1,11 @@
 """`python -m daetalker_jax.train` from the command line: a tiny run with overrides, a typo in an
-override, and a run that diverges (clear NaN/Inf message, exit code 2)."""
+override, a run that diverges (clear NaN/Inf message, exit code 2), and `--compile_only`."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -37,3 +39,24 @@ def test_override_typo_and_divergence_are_clear_errors(tiny_dataset32, tmp_path)
                       "--config.learning_rate=1e30", "--config.num_steps=5", "--config.checkpoint_every=100")
     assert diverged.returncode == 2 and "became NaN/Inf" in diverged.stderr, diverged.stderr[-2000:]
     assert not (tmp_path / "b" / "checkpoints" / "5").exists()
+
+
+def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tmp_path):
+    """`--compile_only` compiles the DiffAE's train step from the config alone (no data, no workdir) into
+    $JAX_COMPILATION_CACHE_DIR; the training run that follows finds it there: no second train-step entry.
+    A task whose batch shapes come from its data is refused with exit status 2."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    base = [sys.executable, "-m", "daetalker_jax.train"]
+    compiled = run([*base, "--config", "configs/dae.py:tiny", "--compile_only"])
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    assert re.search(r"compiled the train step in [\d.]+ s; per device: arguments [\d.]+ GiB", compiled.stdout)
+    steps = lambda: sorted(p.name for p in (tmp_path / "xla").glob("jit_flat-*"))  # noqa: E731
+    assert len(steps()) == 1
+    before = steps()
+    trained = run([*base, "--config", "configs/dae.py:tiny", "--workdir", str(tmp_path / "run"),
+                   f"--config.data_dir={tiny_dataset32}", "--config.num_steps=2"])
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert steps() == before
+    refused = run([*base, "--config", "configs/s2l.py", "--compile_only"])
+    assert refused.returncode == 2 and "--compile_only needs batch shapes" in refused.stderr

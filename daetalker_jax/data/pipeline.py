@@ -119,6 +119,13 @@ def frame_dataset(data_dir: str, split: str, global_batch: int, seed: int = 0, *
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 
+def frame_batch_spec(global_batch: int, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of each entry of `frame_dataset`'s global batches, for compiling without the data."""
+    return {"image": ((global_batch, size, size, 3), np.dtype(np.uint8)),
+            "pose": ((global_batch, 3), np.dtype(np.float32)),
+            "clip": ((global_batch,), np.dtype(np.int32)), "frame": ((global_batch,), np.dtype(np.int32))}
+
+
 class _Window(grain.transforms.RandomMap):
     def __init__(self, frames: int, extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]]):
         self.frames, self.extras = frames, extras

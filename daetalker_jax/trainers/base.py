@@ -131,6 +131,23 @@ def train_step(graphdef, trees: tuple, config: ml_collections.ConfigDict, task: 
     return jax.jit(flat, donate_argnums=(0, 1), out_shardings=(replicated, replicated, replicated))
 
 
+def compile_step(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> jax.stages.Compiled:
+    """The Trainer's train step compiled from shapes alone (no data, no checkpoint, no initialisation), for a task
+    whose batch shapes follow from the config (`task.batch_spec()`). Why: it checks that a config compiles and fits
+    the devices' memory before a long run, and with a persistent compilation cache ($JAX_COMPILATION_CACHE_DIR)
+    the training run that follows loads the program instead of compiling it (the reference run compiles while
+    `prepare` runs). The arguments mirror `Trainer.run`'s exactly, or the cache would miss."""
+    model, optimizer = build(task, config, abstract=True)
+    graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+    ema = nnx.state(model, nnx.Param)
+    replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)
+    args = [[jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated) for x in jax.tree.leaves(tree)]
+            for tree in (state, ema, rng_state)]
+    batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharded) for k, (shape, dtype) in task.batch_spec().items()}
+    return step.lower(*args, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
+
+
 def _load_params(model: nnx.Module, path: str) -> None:
     """Starts from converted weights (e.g. `convert_diffae`): an orbax checkpoint of the Param tree."""
     import orbax.checkpoint as ocp

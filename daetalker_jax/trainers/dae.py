@@ -54,6 +54,10 @@ class DAETask:
         return pipeline.frame_dataset(c.data_dir, c.split, c.batch_size, seed=c.seed, shard=shard,
                                       augment=c.augment, workers=c.data_workers)
 
+    def batch_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The global batch's shapes, known from the config alone (see `trainers.base.compile_step`)."""
+        return pipeline.frame_batch_spec(self.config.batch_size, self.config.model.image_size)
+
     def loss(self, model: DiffAE, batch: dict[str, jax.Array], key: jax.Array,
              sharding: jax.sharding.Sharding) -> tuple[jax.Array, dict]:
         """`sharding` is the batch's: noise and t drawn in the step are sharded like the data."""
