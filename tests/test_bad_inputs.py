@@ -94,6 +94,9 @@ CASES: dict[str, Case] = {
     "train: data folder that is not a dataset": Case(
         "train", lambda i: _train(i, data=i.tmp / "none"), "is not a prepared dataset",
         RUN),
+    "train: frames of another size than the config's": Case(
+        "train", lambda i: _train(i, "--config.model.image_size=64"), "32px frames but this DiffAE config is 64px",
+        RUN),
     "train: override of a missing field": Case("train", lambda i: _train(i, "--config.batchsize=4"),
                                                'Did you mean "batch_size"', RUN),
     "train: no workdir": Case("train", lambda i: ["--config", "configs/dae.py:tiny"], "--workdir", RUN),

@@ -13,6 +13,7 @@ from flax import nnx
 from daetalker_jax.data import pipeline
 from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
+from daetalker_jax.errors import UserError
 from daetalker_jax.metrics.fidelity import psnr
 from daetalker_jax.models.unet import DiffAE, DiffAEConfig
 
@@ -51,6 +52,11 @@ class DAETask:
 
     def dataset(self, shard: pipeline.Shard):
         c = self.config
+        source = pipeline.data_source(c.data_dir, "frames", c.split)
+        size = source[0]["image"].shape[0] if len(source) else c.model.image_size
+        if size != c.model.image_size:   # the UNet is convolutional: it would train, with attention at wrong levels
+            raise UserError(f"{c.data_dir} holds {size}px frames but this DiffAE config is {c.model.image_size}px; "
+                            f"use a config of that size or prepare the data with --size {c.model.image_size}")
         return pipeline.frame_dataset(c.data_dir, c.split, c.batch_size, seed=c.seed, shard=shard,
                                       augment=c.augment, workers=c.data_workers)
 
