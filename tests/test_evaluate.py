@@ -43,7 +43,7 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset
     test_ids = sorted(c["clip_id"] for c in manifest["clips"] if c["split"] == "test")
     assert sorted(report["clips"]) == test_ids and report["meta"]["split"] == "test"
     seconds = report["meta"]["seconds"]   # wall time per phase (--no-fvd: no "fvd" entry)
-    assert {"load", "speech2latent", "generate", "reconstruct", "read_pixels", "scores"} <= set(seconds)
+    assert {"load", "speech2latent", "generate", "reconstruct", "read_pixels", "pixel_scores", "scores"} <= set(seconds)
     assert "fvd" not in seconds and all(v >= 0 for v in seconds.values())
     summary = report["summary"]
     for key in ("psnr", "ssim", "recon/psnr_inverted", "recon/psnr_shared_xT", "stability/flicker_ratio",

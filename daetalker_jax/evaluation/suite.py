@@ -144,8 +144,10 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     picks = [np.unique(np.linspace(0, n - 1, min(n, recon_frames)).round().astype(int)) for n in lengths]
     chosen = np.concatenate([c.real[p] for c, p in zip(clips, picks)])
     picked = [len(p) for p in picks]
-    inverted = _split(talker.reconstruct(chosen)[1], picked)
-    shared = _split(talker.reconstruct(chosen, x_T)[1], picked)
+    z, inverted = talker.reconstruct(chosen)
+    # from the shared x_T: the generation's own decoding program (compiled above), fed the frames' latents
+    shared = _split(np.stack(list(talker.frames(z, x_T))), picked)
+    inverted = _split(inverted, picked)
     lap("reconstruct")
     with_truth = [corpus_clips is not None and (corpus_clips / f"{c.clip_id}.json").is_file() for c in clips]
     readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], pool)
