@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from daetalker_jax.data.clip_arrays import ClipArrays
-from daetalker_jax.data.pipeline import DATASET, data_source
+from daetalker_jax.data.pipeline import DATASET, data_source, frame_size
 from daetalker_jax.errors import UserError, atomic_path
 
 
@@ -103,8 +103,8 @@ def extract_latents(dae_workdir: str | Path, data_dir: str | Path, batch_size: i
     if config.task != "dae":
         raise UserError(f"--dae {dae_workdir} is a {config.task!r} run, not a DiffAE run")
     splits = list(splits_of(data_dir))
-    data_size = data_source(str(data_dir), "frames", splits[0])[0]["image"].shape[0]
-    if data_size != config.model.image_size:
+    data_size = frame_size(str(data_dir), splits[0])
+    if data_size not in (None, config.model.image_size):
         raise UserError(f"the DiffAE in {dae_workdir} works on {config.model.image_size}px images but the dataset "
                         f"{data_dir} holds {data_size}px frames; prepare the data with --size "
                         f"{config.model.image_size} or train a DiffAE at {data_size}px")

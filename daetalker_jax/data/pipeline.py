@@ -39,6 +39,12 @@ def data_source(data_dir: str, config: str, split: str):
                         "`python -m daetalker_jax.prepare --out DIR` and pass that folder") from None
 
 
+def frame_size(data_dir: str, split: str) -> int | None:
+    """The side of a split's (square) frames, from its first record; None for an empty split."""
+    source = data_source(data_dir, "frames", split)
+    return source[0]["image"].shape[0] if len(source) else None
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int = 0

@@ -104,6 +104,12 @@ def _split(frames: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
     return np.split(frames, np.cumsum(lengths)[:-1])
 
 
+def _decoded(talker: Talker, latents: np.ndarray, x_T, lengths: list[int], bar: tqdm | None = None
+             ) -> list[np.ndarray]:
+    """The frames of `latents` from the shared x_T (the generation's decoding program), cut into `lengths`."""
+    return _split(np.stack(list(talker.frames(latents, x_T, bar))), lengths)
+
+
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
                    seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None,
                    recon_frames: int = 16, pool: Executor | None = None, seconds: dict[str, float] | None = None
@@ -139,15 +145,14 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     lap("speech2latent")
     lengths = [len(c.real) for c in clips]
     with tqdm(total=sum(lengths), desc="generate", unit="frame") as bar:
-        generated = _split(np.stack(list(talker.frames(np.concatenate(latents), x_T, bar))), lengths)
+        generated = _decoded(talker, np.concatenate(latents), x_T, lengths, bar)
     lap("generate")
     picks = [np.unique(np.linspace(0, n - 1, min(n, recon_frames)).round().astype(int)) for n in lengths]
     chosen = np.concatenate([c.real[p] for c, p in zip(clips, picks)])
     picked = [len(p) for p in picks]
     z, inverted = talker.reconstruct(chosen)
-    # from the shared x_T: the generation's own decoding program (compiled above), fed the frames' latents
-    shared = _split(np.stack(list(talker.frames(z, x_T))), picked)
     inverted = _split(inverted, picked)
+    shared = _decoded(talker, z, x_T, picked)   # the program compiled for the generation, fed the frames' latents
     lap("reconstruct")
     with_truth = [corpus_clips is not None and (corpus_clips / f"{c.clip_id}.json").is_file() for c in clips]
     readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], pool)

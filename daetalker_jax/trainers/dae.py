@@ -52,9 +52,8 @@ class DAETask:
 
     def dataset(self, shard: pipeline.Shard):
         c = self.config
-        source = pipeline.data_source(c.data_dir, "frames", c.split)
-        size = source[0]["image"].shape[0] if len(source) else c.model.image_size
-        if size != c.model.image_size:   # the UNet is convolutional: it would train, with attention at wrong levels
+        size = pipeline.frame_size(c.data_dir, c.split)   # the convolutional UNet would train on any size,
+        if size not in (None, c.model.image_size):          # with attention at the wrong levels
             raise UserError(f"{c.data_dir} holds {size}px frames but this DiffAE config is {c.model.image_size}px; "
                             f"use a config of that size or prepare the data with --size {c.model.image_size}")
         return pipeline.frame_dataset(c.data_dir, c.split, c.batch_size, seed=c.seed, shard=shard,
