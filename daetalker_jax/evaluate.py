@@ -36,8 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the shared x_T")
     p.add_argument("--max-clips", type=int, default=None, help="score only the first N clips")
     p.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D network is slow on a CPU)")
-    p.add_argument("--recon-frames", type=int, default=16,
+    p.add_argument("--recon-frames", type=int, default=8,
                    help="real frames per clip (evenly spaced) for the DiffAE-alone reconstruction scores")
+    p.add_argument("--invert-steps", type=int, default=None,
+                   help="DDIM steps of the inverted-x_T reconstruction, inverting and decoding (DiffAE's "
+                   "autoencoding protocol; default: the DiffAE config's invert_steps, 100 in the paper configs)"),
     p.add_argument("--batch-frames", type=int, default=128, help="frames per DDIM batch (all clips together)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes for the CPU work on pixels: mouth/pose reader, PSNR/SSIM, stability "
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus is not None and not args.corpus.is_dir():
         raise UserError(f"--corpus {args.corpus} is not a folder; pass the corpus' clips folder (CORPUS/clips)")
     for flag, value in (("--recon-frames", args.recon_frames), ("--batch-frames", args.batch_frames),
-                        ("--workers", args.workers or 1)):
+                        ("--workers", args.workers or 1), ("--invert-steps", args.invert_steps or 1)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = ensure_writable_dir(args.out)
@@ -80,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     with worker_pool(args.workers or os.cpu_count()) as pool:   # they start while the models load
         talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
         seconds = {"load": round(time.perf_counter() - t0, 2)}
+        invert_steps = args.invert_steps or int(talker.dae_config.get("invert_steps", args.steps))
         results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
                                  seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
+                                 invert_steps=invert_steps,
                                  pool=pool, seconds=seconds, sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")
@@ -91,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["fvd"] = video_fvd(results)
         seconds["fvd"] = round(time.perf_counter() - t0, 2)
     meta = {"dae": str(args.dae), "s2l": str(args.s2l), "data": str(args.data), "split": split,
-            "steps": args.steps, "seed": args.seed, "pose_given": args.pose == "given", "clips": len(results),
-            "seconds": seconds}
+            "steps": args.steps, "invert_steps": invert_steps, "seed": args.seed, "pose_given": args.pose == "given",
+            "clips": len(results), "seconds": seconds}
     write_report(out, results, summary, meta)
     first = results[0]
     audio = np.asarray(data_source(str(args.data), "clips", split)[0]["audio"], np.float32)

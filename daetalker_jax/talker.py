@@ -105,7 +105,7 @@ class Talker:
         self._s2l_fn = jax.jit(self._s2l_window, static_argnums=3)
         self._decode_fn = jax.jit(self._decode)
         self._invert_fn = jax.jit(self._invert)
-        self._reconstruct_fn = jax.jit(self._reconstruct, static_argnums=3)
+        self._reconstruct_fn = jax.jit(self._reconstruct, static_argnums=2)
 
     # --- speech -> latents -------------------------------------------------------------------------------
     def features(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -179,23 +179,25 @@ class Talker:
                     progress.update()
                 yield frame
 
-    def _reconstruct(self, state, frames, x_T, invert: bool):
+    def _reconstruct(self, state, frames, steps: int):
         model = nnx.merge(self._dae_def, state)
         x0 = to_unit_range(frames)
         z = model.encode(x0)
-        start = ddim.invert(model, x0, z, self.schedule, self.steps) if invert else jnp.broadcast_to(x_T, x0.shape)
-        x = ddim.sample(model, start, z, self.schedule, self.steps)
+        x = ddim.sample(model, ddim.invert(model, x0, z, self.schedule, steps), z, self.schedule, steps)
         return z, jnp.clip((x + 1) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
 
-    def reconstruct(self, frames: np.ndarray, x_T: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The DiffAE alone on real (n, S, S, 3) uint8 frames: their latents (the speech2latent targets) and
-        the frames decoded from those latents and the shared `x_T`, or each frame's own DDIM inversion (None)."""
+    def reconstruct(self, frames: np.ndarray, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """DiffAE's autoencoding of real (n, S, S, 3) uint8 frames: their latents (the speech2latent targets)
+        and each frame decoded from its latent and its own DDIM-inverted x_T, inverting and decoding in
+        `steps` steps (default: the generation's; DiffAE reports this at T = 100, its config's invert_steps)."""
         if frames.shape[1:] != (self.image_size, self.image_size, 3):
             raise UserError(f"frames of shape {frames.shape[1:]} do not fit this {self.image_size}px DiffAE")
-        shared = jnp.zeros((self.image_size,) * 2 + (3,)) if x_T is None else x_T
+        steps = self.steps if steps is None else steps
+        if steps < 1:
+            raise UserError(f"the inversion needs at least 1 DDIM step, got {steps}")
         zs, outs = [], []
         for batch, n in self._batches(frames):
-            z, out = self._reconstruct_fn(self._dae_state, batch, shared, x_T is None)
+            z, out = self._reconstruct_fn(self._dae_state, batch, steps)
             zs.append(np.asarray(z)[:n])
             outs.append(np.asarray(out)[:n])
         return np.concatenate(zs), np.concatenate(outs)

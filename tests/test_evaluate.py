@@ -45,10 +45,11 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset
     seconds = report["meta"]["seconds"]   # wall time per phase (--no-fvd: no "fvd" entry)
     assert {"load", "speech2latent", "generate", "reconstruct", "read_pixels", "pixel_scores", "scores"} <= set(seconds)
     assert "fvd" not in seconds and all(v >= 0 for v in seconds.values())
+    assert report["meta"]["invert_steps"] == 10      # the tiny DiffAE config's invert_steps (DiffAE's T)
     summary = report["summary"]
     for key in ("psnr", "ssim", "recon/psnr_inverted", "recon/psnr_shared_xT", "stability/flicker_ratio",
-                "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real", "sync/lse_d", "sync/lse_c_real",
-                "sync/offset"):
+                "lipsync/r", "lipsync/best_offset", "lipsync/reader_r_on_real", "lipsync/r_dae", "sync/lse_d",
+                "sync/lse_c_real", "sync/offset"):
         assert key in summary, key
     assert 0 < summary["recon/psnr_shared_xT"] < 60 and -1 <= summary["ssim"] <= 1
     assert summary["lipsync/reader_r_on_real"] > 0.5          # the probe reads the real held-out crops

@@ -129,7 +129,8 @@ def write_report(out_dir: Path, results: list[ClipResult], summary: dict[str, fl
         plot_pose(results[0], out_dir / "pose.png")
     plot_targets(table, out_dir / "targets.png")
     lines = [f"# Evaluation of {meta.get('dae')} + {meta.get('s2l')}", "",
-             f"{len(results)} {meta.get('split')} clips, {meta.get('steps')} DDIM steps, pose "
+             f"{len(results)} {meta.get('split')} clips, {meta.get('steps')} DDIM steps (the inverted-x_T "
+             f"reconstruction: {meta.get('invert_steps')} to invert, {meta.get('invert_steps')} to decode), pose "
              f"{'given' if meta.get('pose_given') else 'predicted'}, seed {meta.get('seed')}.", "",
              "| score | target | value | met |", "|---|---|---|---|"]
     lines += [f"| {row['meaning']} (`{row['score']}`) | {row['target']} | {_fmt(row['value'])} | "

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from daetalker_jax.data.pipeline import data_source
 from daetalker_jax.errors import UserError
 from daetalker_jax.evaluation.pixels import map_in, pixel_scores
-from daetalker_jax.metrics.lipsync import sync_scores
+from daetalker_jax.metrics.lipsync import pearson, sync_scores
 from daetalker_jax.metrics.pose import compare_motion, pose_error
 from daetalker_jax.synth.measure import measure_frames
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
@@ -112,11 +112,12 @@ def _decoded(talker: Talker, latents: np.ndarray, x_T, lengths: list[int], bar: 
 
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
                    seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None,
-                   recon_frames: int = 16, pool: Executor | None = None, seconds: dict[str, float] | None = None
-                   ) -> list[ClipResult]:
+                   recon_frames: int = 8, invert_steps: int | None = None, pool: Executor | None = None,
+                   seconds: dict[str, float] | None = None) -> list[ClipResult]:
     """Scores the first `max_clips` clips of `split`. recon_frames: real crops per clip for the DiffAE-alone
-    numbers (evenly spaced; its 2 DDIM passes + inversion cost 3x the generation); pool: worker processes for
-    the CPU work on pixels (`pixels.worker_pool`; None: this process); `seconds` receives each phase's wall time."""
+    numbers (evenly spaced), inverted and decoded in `invert_steps` DDIM steps each (default: the generation's;
+    DiffAE's autoencoding protocol uses 100) and decoded from the shared x_T; pool: worker processes for the CPU
+    work on pixels (`pixels.worker_pool`; None: this process); `seconds` receives each phase's wall time."""
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
 
@@ -150,18 +151,21 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     picks = [np.unique(np.linspace(0, n - 1, min(n, recon_frames)).round().astype(int)) for n in lengths]
     chosen = np.concatenate([c.real[p] for c, p in zip(clips, picks)])
     picked = [len(p) for p in picks]
-    z, inverted = talker.reconstruct(chosen)
+    z, inverted = talker.reconstruct(chosen, invert_steps)
     inverted = _split(inverted, picked)
     shared = _decoded(talker, z, x_T, picked)   # the program compiled for the generation, fed the frames' latents
     lap("reconstruct")
     with_truth = [corpus_clips is not None and (corpus_clips / f"{c.clip_id}.json").is_file() for c in clips]
-    readings = reader.many(generated + [c.real for c, t in zip(clips, with_truth) if t], pool)
-    gen_reads, real_reads = readings[:len(clips)], iter(readings[len(clips):])
+    known = [i for i, t in enumerate(with_truth) if t]
+    readings = reader.many(generated + [clips[i].real for i in known] + [shared[i] for i in known], pool)
+    gen_reads = readings[:len(clips)]
+    real_reads, shared_reads = iter(readings[len(clips):][:len(known)]), iter(readings[len(clips) + len(known):])
     lap("read_pixels")
     pixels = map_in(pool, pixel_scores, generated, [c.real for c in clips], inverted, shared, picks)
     lap("pixel_scores")
     results = []
-    for c, gen, scores, (gen_open, gen_pose), truth_known in zip(clips, generated, pixels, gen_reads, with_truth):
+    for c, gen, scores, (gen_open, gen_pose), truth_known, p in zip(clips, generated, pixels, gen_reads, with_truth,
+                                                                    picks):
         real = c.real
         tracks = {"generated_opening": gen_open, "generated_pose": gen_pose, "requested_pose": c.used_pose,
                   "true_pose": c.true_pose}
@@ -171,6 +175,9 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
             tracks.update(truth_opening=truth, real_opening=real_open)
             scores.update({f"lipsync/{k}": v for k, v in sync_scores(gen_open, truth).items()})
             scores["lipsync/reader_r_on_real"] = sync_scores(real_open, truth)["r"]
+            # The DiffAE alone: the mouth decoded from the encoder's own latents (shared x_T) at the picked
+            # frames; high here and low in `r` puts the lip-sync gap in speech2latent.
+            scores["lipsync/r_dae"] = pearson(next(shared_reads)[0], truth[p])
         if sync is not None:
             mel = np.asarray(c.example["mel"], np.float32)
             scores.update({f"sync/{k}": v for k, v in sync(gen, mel).items()})
