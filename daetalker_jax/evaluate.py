@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from daetalker_jax.evaluation.pixels import worker_pool
     from daetalker_jax.evaluation.report import write_report
-    from daetalker_jax.evaluation.suite import SyncExpert, aggregate, evaluate_clips, held_out_split, video_fvd
+    from daetalker_jax.evaluation.suite import (Reader, SyncExpert, aggregate, evaluate_clips, held_out_split,
+                                                video_fvd)
     from daetalker_jax.media import write_mp4
     from daetalker_jax.data.pipeline import data_source
     from daetalker_jax.talker import Talker
@@ -82,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with worker_pool(args.workers or os.cpu_count()) as pool:   # they start while the models load
         talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
+        reader = Reader(talker.image_size, args.data, args.corpus)
         seconds = {"load": round(time.perf_counter() - t0, 2)}
         invert_steps = args.invert_steps or int(talker.dae_config.get("invert_steps", args.steps))
         results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
                                  seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
-                                 invert_steps=invert_steps,
-                                 pool=pool, seconds=seconds, sync=None if args.sync is None else SyncExpert(args.sync))
+                                 invert_steps=invert_steps, reader=reader, pool=pool, seconds=seconds,
+                                 sync=None if args.sync is None else SyncExpert(args.sync))
     if not results:
         raise UserError(f"the {split} split of {args.data} has no clips")
     summary = aggregate(results)
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"dae": str(args.dae), "s2l": str(args.s2l), "data": str(args.data), "split": split,
             "steps": args.steps, "invert_steps": invert_steps, "seed": args.seed, "pose_given": args.pose == "given",
             "clips": len(results), "seconds": seconds}
+    t0 = time.perf_counter()
     write_report(out, results, summary, meta)
     first = results[0]
     audio = np.asarray(data_source(str(args.data), "clips", split)[0]["audio"], np.float32)
@@ -105,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus is not None and (args.corpus / f"{first.clip_id}.json").is_file():
         from daetalker_jax.generation.sheet import contact_sheet
 
-        contact_sheet(out / "sample.mp4", args.corpus / f"{first.clip_id}.mp4", args.data, out / "sheet.png")
+        contact_sheet(out / "sample.mp4", args.corpus / f"{first.clip_id}.mp4", args.data, out / "sheet.png",
+                      real=first.real, reader=lambda frames: reader(frames)[0])
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+    seconds["report"] = round(time.perf_counter() - t0, 2)   # plots, mp4, contact sheet (not in report.json)
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     print(f"report: {out / 'summary.md'}")
     return 0

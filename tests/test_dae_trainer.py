@@ -131,3 +131,22 @@ def test_every_config_variant_builds_and_maps_an_image(variant):
     assert z.shape == (2, c.model.z_channels) and out.shape == (2, s, s, 3)
     if variant in ("cpu", "ref"):
         assert c.mouth_weight > 1 and c.prediction == "v"
+
+
+def test_learning_rate_schedules_by_hand():
+    from daetalker_jax.errors import UserError
+    from daetalker_jax.trainers.base import learning_rate
+
+    c = _config("unused", learning_rate=1e-3, num_steps=1000)
+    assert learning_rate(c) == 1e-3                                   # the default: constant, no warm-up
+    c.warmup_steps = 100
+    warm = learning_rate(c)
+    assert np.allclose([warm(0), warm(50), warm(100), warm(999)], [0, 5e-4, 1e-3, 1e-3])
+    c.lr_schedule = "cosine"
+    cos = learning_rate(c)                  # warm-up, then half a cosine from 1e-3 at step 100 to 0 at 1000
+    assert np.allclose([cos(50), cos(100), cos(550), cos(1000)], [5e-4, 1e-3, 5e-4, 0], atol=1e-9)
+    c.warmup_steps = 0
+    assert np.allclose([learning_rate(c)(0), learning_rate(c)(500)], [1e-3, 5e-4])
+    for bad in (dict(lr_schedule="linear"), dict(lr_schedule="cosine", warmup_steps=1000), dict(warmup_steps=-1)):
+        with pytest.raises(UserError):
+            learning_rate(_config("unused", num_steps=1000, **bad))

@@ -82,3 +82,18 @@ def test_pixel_work_in_worker_processes_equals_one_process(tmp_path):
     assert parallel_scores == serial_scores
     assert serial_scores[0]["frames"] == 3 and serial_scores[0]["recon/psnr_shared_xT"] == float("inf")
     assert 0 < serial_scores[0]["ssim"] < 1
+
+
+def test_mouth_probe_primal_and_dual_ridge_agree():
+    """More frames than features: the probe solves the (features, features) system; the weights are the
+    dual-form ridge solution's (relative error < 1e-6)."""
+    from daetalker_jax.synth.probe import RIDGE, MouthProbe, _features
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3200, 8, 8, 3), np.uint8)    # 3,200 frames > 32 x 32 x 3 = 3,072 features
+    opening = rng.random(3200)
+    probe = MouthProbe(frames, opening)
+    x = _features(frames)
+    x -= x.mean(0)
+    dual = x.T @ np.linalg.solve(x @ x.T + RIDGE * np.eye(len(x)), opening - opening.mean())
+    assert np.linalg.norm(probe.weights - dual) < 1e-6 * np.linalg.norm(dual)

@@ -112,12 +112,13 @@ def _decoded(talker: Talker, latents: np.ndarray, x_T, lengths: list[int], bar: 
 
 def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *, split: str, pose_given: bool,
                    seed: int = 0, max_clips: int | None = None, sync: SyncExpert | None = None,
-                   recon_frames: int = 8, invert_steps: int | None = None, pool: Executor | None = None,
-                   seconds: dict[str, float] | None = None) -> list[ClipResult]:
+                   recon_frames: int = 8, invert_steps: int | None = None, reader: Reader | None = None,
+                   pool: Executor | None = None, seconds: dict[str, float] | None = None) -> list[ClipResult]:
     """Scores the first `max_clips` clips of `split`. recon_frames: real crops per clip for the DiffAE-alone
     numbers (evenly spaced), inverted and decoded in `invert_steps` DDIM steps each (default: the generation's;
-    DiffAE's autoencoding protocol uses 100) and decoded from the shared x_T; pool: worker processes for the CPU
-    work on pixels (`pixels.worker_pool`; None: this process); `seconds` receives each phase's wall time."""
+    DiffAE's autoencoding protocol uses 100) and decoded from the shared x_T; reader: mouth/pose from pixels
+    (default: built here); pool: worker processes for the CPU work on pixels (`pixels.worker_pool`; None: this
+    process); `seconds` receives each phase's wall time."""
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
 
@@ -129,7 +130,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
 
     source = data_source(str(data_dir), "clips", split)
     crops = clip_frames(data_dir, split)
-    reader = Reader(talker.image_size, data_dir, corpus_clips)
+    reader = Reader(talker.image_size, data_dir, corpus_clips) if reader is None else reader
     x_T = talker.noise(seed)
     clips, latents = [], []
     n_clips = len(source) if max_clips is None else min(max_clips, len(source))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +36,24 @@ def _real_crops(data_dir: Path, clip_id: str, train: dict[str, np.ndarray]) -> n
                     "prepared from its corpus")
 
 
-def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dict:
+def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path, *, real: np.ndarray | None = None,
+                  reader: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """real: the clip's crops (default: found in `data_dir`); reader: frames -> mouth opening (default: the
+    probe fit on `data_dir`'s training crops; `evaluate` passes the reader it scored with)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = clip_frames(data_dir, "train")
-    generated, real = read_mp4(video).frames, _real_crops(data_dir, clip.stem, train)
+    train = clip_frames(data_dir, "train") if real is None or reader is None else {}
+    generated = read_mp4(video).frames
+    real = _real_crops(data_dir, clip.stem, train) if real is None else real
     truth = opening_track(clip.parent, clip.stem)
     n = min(len(generated), len(real), len(truth))
     if n < 3 * SHOWN:
         raise UserError(f"{video} has {len(generated)} frames; a contact sheet needs at least {3 * SHOWN}")
-    probe = MouthProbe.from_clips(train, clip.parent)
-    gen_open, real_open, truth = probe(generated[:n]), probe(real[:n]), truth[:n]
+    reader = MouthProbe.from_clips(train, clip.parent) if reader is None else reader
+    gen_open, real_open, truth = reader(generated[:n]), reader(real[:n]), truth[:n]
     start = int(np.clip(np.argmax(np.convolve(truth, np.ones(25), "same")) - 15, 0, n - 3 * SHOWN))
     picks = [start + 3 * k for k in range(SHOWN)]
     fig = plt.figure(figsize=(SHOWN * 1.2, 5.2))
@@ -64,8 +69,8 @@ def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path) -> dic
     ax = fig.add_subplot(3, 1, 3)
     t = np.arange(n) / 25
     ax.plot(t, truth, "k", label="ground truth")
-    ax.plot(t, real_open, color="tab:gray", alpha=0.7, label=f"probe on real crops (r = {r_real:.2f})")
-    ax.plot(t, gen_open, color="tab:red", label=f"probe on generated (r = {r_gen:.2f})")
+    ax.plot(t, real_open, color="tab:gray", alpha=0.7, label=f"read from real crops (r = {r_real:.2f})")
+    ax.plot(t, gen_open, color="tab:red", label=f"read from generated (r = {r_gen:.2f})")
     ax.set_xlabel("seconds")
     ax.set_ylabel("mouth opening")
     ax.legend(loc="upper right", fontsize=7)

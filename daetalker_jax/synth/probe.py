@@ -3,8 +3,9 @@ too soft for `measure` (which needs the eye whites and nostrils, so it reads 128
 
 The probe is fit on the real crops of a prepared synthetic dataset (the framing the DiffAE sees) against
 the corpus' analytic opening track, and scored on held-out real crops, so every number it gives comes
-with its own accuracy. Features: the crop resized to 32x32 RGB, centred; ridge in dual form (frames <<
-pixels). On a 2-minute corpus at 64 px it reads held-out real crops with r ~ 0.89.
+with its own accuracy. Features: the crop resized to 32x32 RGB, centred; ridge regression, solved in dual
+form while there are fewer frames than features (a 30-minute corpus has 10x more: then in primal form).
+On a 2-minute corpus at 64 px it reads held-out real crops with r ~ 0.89.
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ class MouthProbe:
         x = _features(frames)
         self.mean, self.offset = x.mean(0), float(opening.mean())
         x -= self.mean
-        alpha = np.linalg.solve(x @ x.T + RIDGE * np.eye(len(x)), opening - self.offset)
-        self.weights = x.T @ alpha
+        y = opening - self.offset
+        if len(x) <= x.shape[1]:   # dual form: an (n, n) system
+            self.weights = x.T @ np.linalg.solve(x @ x.T + RIDGE * np.eye(len(x)), y)
+        else:                      # the same ridge solution from the (features, features) system
+            self.weights = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
 
     @classmethod
     def from_clips(cls, clips: dict[str, np.ndarray], corpus_clips: Path) -> MouthProbe:

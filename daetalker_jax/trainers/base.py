@@ -164,8 +164,28 @@ def _load_params(model: nnx.Module, path: str) -> None:
     nnx.update(model, params)
 
 
+def learning_rate(config: ml_collections.ConfigDict) -> float | optax.Schedule:
+    """Constant `learning_rate` (the papers'), after a linear warm-up over `warmup_steps` if any; or with
+    `lr_schedule="cosine"` warm-up then cosine decay to 0 at `num_steps`, which ends short runs (the reference
+    run) at a lower loss than a constant rate."""
+    lr, warmup = float(config.learning_rate), int(config.get("warmup_steps", 0))
+    kind = config.get("lr_schedule", "constant")
+    if kind not in ("constant", "cosine"):
+        raise UserError(f"--config.lr_schedule must be constant or cosine, got {kind!r}")
+    if warmup < 0 or (kind == "cosine" and warmup >= config.num_steps):
+        raise UserError(f"--config.warmup_steps={warmup} must be at least 0 and, with a cosine schedule, below "
+                        f"num_steps={config.num_steps}")
+    if kind == "cosine":
+        if warmup == 0:
+            return optax.cosine_decay_schedule(lr, config.num_steps)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, config.num_steps, end_value=0.0)
+    if warmup == 0:
+        return lr
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+
+
 def _optimizer(model: nnx.Module, config: ml_collections.ConfigDict) -> nnx.Optimizer:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(learning_rate(config)))
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
