@@ -52,7 +52,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.invert_steps = 100               # DDIM steps of the inversion x0 -> x_T
     if variant == "ref":               # the 10-minute GPU reference run (launch/reference_run.sh)
         c.batch_size, c.learning_rate, c.ema_decay, c.prediction, c.mouth_weight = 32, 1e-3, 0.999, "v", 30.0
-        c.lr_schedule, c.warmup_steps = "cosine", 100   # a short run: decay to 0 by its last step
         c.checkpoint_every, c.sample_every = 1000, 0
     if variant == "cpu":               # the main job on a 2-core CPU: ~0.25 s per step, 2500 steps
         # Found by a sweep (stop-15 note of the generation issue): decoded held-out latents follow the mouth

@@ -16,7 +16,7 @@ if [ -z "${SKIP_SETUP:-}" ]; then bash launch/setup_env.sh; fi
 PY=${PY:-.venv/bin/python}
 MINUTES=${MINUTES:-30}; SYNTH_SIZE=${SYNTH_SIZE:-128}; SIZE=${SIZE:-128}; MARGIN=${MARGIN:-1.2}
 DAE_CONFIG=${DAE_CONFIG:-configs/dae.py:ref}; DAE_STEPS=${DAE_STEPS:-3000}
-S2L_CONFIG=${S2L_CONFIG:-configs/s2l.py}; S2L_STEPS=${S2L_STEPS:-800}; GEN_STEPS=${GEN_STEPS:-20}
+S2L_CONFIG=${S2L_CONFIG:-configs/s2l.py:ref}; S2L_STEPS=${S2L_STEPS:-2000}; GEN_STEPS=${GEN_STEPS:-20}
 echo "reference run on $($PY -c 'import jax; print(jax.devices()[0].device_kind)'): $MINUTES min corpus, ${SIZE}px," \
      "$DAE_CONFIG x $DAE_STEPS, $S2L_CONFIG x $S2L_STEPS, $GEN_STEPS DDIM steps"
 T0=$SECONDS
