@@ -3,8 +3,9 @@
 The config file's `task` picks the stage. Overrides: `--config.batch_size=128`, variants:
 `--config configs/dae.py:256`. Launched on several hosts, every process runs this same command
 (daetalker_jax/distributed.py: how they find each other). Rerun to resume.
-`--compile_only` compiles the train step from the config alone (no data needed; DiffAE configs) and prints its
-device memory; with $JAX_COMPILATION_CACHE_DIR set, the training run that follows skips the compilation.
+`--compile_only` compiles the train step from the config alone (no data needed; DiffAE configs, and speech2latent
+on log-mel with `--config.latent_dim` given) and prints its device memory; with $JAX_COMPILATION_CACHE_DIR set,
+the training run that follows skips the compilation.
 """
 
 from __future__ import annotations
@@ -55,11 +56,16 @@ def _compile_only() -> None:
     from daetalker_jax.trainers import make_task
     from daetalker_jax.trainers.base import compile_step, make_mesh
 
-    if FLAGS.config.task != "dae":   # the other tasks' batch shapes (and set-up) come from their data
-        raise UserError(f"--compile_only needs batch shapes known from the config; the {FLAGS.config.task!r} task "
-                        "takes them from its data (supported: configs/dae.py)")
+    c = FLAGS.config
+    if c.task == "s2l" and not (c.features == "mel" and c.latent_dim):
+        raise UserError("--compile_only needs batch shapes known from the config; for speech2latent give "
+                        "--config.latent_dim=<the DiffAE's z_channels> (log-mel features only)")
+    task = make_task(c)
+    if not hasattr(task, "batch_spec"):   # the sync expert's shapes come from its data
+        raise UserError(f"--compile_only needs batch shapes known from the config; the {c.task!r} task takes them "
+                        "from its data (supported: configs/dae.py, configs/s2l.py)")
     start = time.perf_counter()
-    compiled = compile_step(make_task(FLAGS.config), FLAGS.config, make_mesh())
+    compiled = compile_step(task, c, make_mesh())
     memory = compiled.memory_analysis()
     if jax.process_index() == 0:
         usage = "" if memory is None else (

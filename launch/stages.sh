@@ -2,7 +2,8 @@
 # Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
 # reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
 # DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) prepares in parallel;
-# PRECOMPILE=1 compiles the DiffAE's train step while prepare runs (needs $JAX_COMPILATION_CACHE_DIR).
+# PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while prepare runs (needs
+# $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features).
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
@@ -10,19 +11,32 @@ train_stages() {
     stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
   fi
   local precompile=""
-  if [ -n "${PRECOMPILE:-}" ]; then   # the DiffAE's train step compiles into $JAX_COMPILATION_CACHE_DIR meanwhile
+  if [ -n "${PRECOMPILE:-}" ]; then   # both train steps compile into $JAX_COMPILATION_CACHE_DIR meanwhile
     mkdir -p "$OUT"
-    $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.data_dir="$OUT/data" \
-        --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} > "$OUT/precompile.log" 2>&1 &
+    local z_dim
+    z_dim=$($PY - "$DAE_CONFIG" <<'PYEOF'
+import importlib.util, sys
+path, _, arg = sys.argv[1].partition(":")
+spec = importlib.util.spec_from_file_location("dae_config", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(module.get_config(arg or None).model.z_channels)
+PYEOF
+)
+    ( $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} \
+          > "$OUT/precompile.log" 2>&1 &
+      $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
+          --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
+      wait -n && wait -n ) &
     precompile=$!
   fi
   stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
   if [ -n "$precompile" ]; then
     local t0=$SECONDS
-    wait "$precompile" || echo "the DiffAE precompile failed (see $OUT/precompile.log); training compiles it itself"
+    wait "$precompile" || echo "a precompile failed (see $OUT/precompile*.log); training compiles that step itself"
     echo "precompile_wait $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
-    tail -n 1 "$OUT/precompile.log"
+    tail -q -n 1 "$OUT/precompile.log" "$OUT/precompile_s2l.log"
   fi
   stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
       --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-}

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from daetalker_jax.data.clip_arrays import ClipArrays
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,5 +60,25 @@ def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tm
                    f"--config.data_dir={tiny_dataset32}", "--config.num_steps=2"])
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert steps() == before
-    refused = run([*base, "--config", "configs/s2l.py", "--compile_only"])
+    refused = run([*base, "--config", "configs/s2l.py", "--compile_only"])   # no latent_dim: shapes unknown
+    assert refused.returncode == 2 and "--config.latent_dim" in refused.stderr
+    refused = run([*base, "--config", "configs/sync.py:tiny", "--compile_only"])
     assert refused.returncode == 2 and "--compile_only needs batch shapes" in refused.stderr
+
+
+def test_speech2latent_compile_only_is_the_program_its_training_runs(extracted, tmp_path):
+    """speech2latent's step compiles from the config and the DiffAE's latent size alone (the reference run does it
+    while the DiffAE trains, before the latents exist); training on the extracted data then adds no entry."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    base = [sys.executable, "-m", "daetalker_jax.train", "--config", "configs/s2l.py:tiny"]
+    latent_dim = ClipArrays(extracted, "latents").meta["latent_dim"]
+    compiled = run([*base, "--compile_only", f"--config.latent_dim={latent_dim}"])
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    steps = lambda: sorted(p.name for p in (tmp_path / "xla").glob("jit_flat-*"))  # noqa: E731
+    before = steps()
+    assert len(before) == 1
+    trained = run([*base, "--workdir", str(tmp_path / "run"), f"--config.data_dir={extracted}",
+                   "--config.num_steps=2", "--config.sample_every=0"])
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert steps() == before

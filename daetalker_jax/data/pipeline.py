@@ -20,7 +20,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from daetalker_jax.data.features import MELS_PER_FRAME
+from daetalker_jax.data.features import MELS_PER_FRAME, N_MELS
 from daetalker_jax.errors import UserError
 from daetalker_jax.media import FPS, SAMPLE_RATE
 
@@ -130,6 +130,18 @@ def frame_batch_spec(global_batch: int, size: int) -> dict[str, tuple[tuple[int,
     return {"image": ((global_batch, size, size, 3), np.dtype(np.uint8)),
             "pose": ((global_batch, 3), np.dtype(np.float32)),
             "clip": ((global_batch,), np.dtype(np.int32)), "frame": ((global_batch,), np.dtype(np.int32))}
+
+
+def sequence_batch_spec(global_batch: int, window_frames: int, extras: Mapping[str, tuple[tuple[int, ...], int]]
+                        ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of each entry of `sequence_dataset`'s global batches, for compiling without the data;
+    extras: name -> (row shape, rows per video frame), float32 (e.g. "latents": ((512,), 1))."""
+    b, w, f32 = global_batch, window_frames, np.dtype(np.float32)
+    spec = {"mel": ((b, w * MELS_PER_FRAME, N_MELS), f32), "audio": ((b, w * SAMPLES_PER_FRAME), np.dtype(np.int16)),
+            "pose": ((b, w, 3), f32), "mask": ((b, w), np.dtype(bool)), "clip": ((b,), np.dtype(np.int32)),
+            "start": ((b,), np.dtype(np.int32))}
+    spec.update({name: ((b, w * per_frame, *row), f32) for name, (row, per_frame) in extras.items()})
+    return spec
 
 
 class _Window(grain.transforms.RandomMap):

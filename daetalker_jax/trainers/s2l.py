@@ -82,6 +82,12 @@ class S2LTask:
         return pipeline.sequence_dataset(c.data_dir, c.split, c.batch_size, c.window_frames, seed=c.seed,
                                          shard=shard, extras=self._extras(), workers=c.data_workers)
 
+    def batch_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The global batch's shapes from the config alone (`trainers.base.compile_step`): log-mel features and
+        a given `latent_dim` (the DiffAE's z_channels) fix them all."""
+        c = self.config
+        return pipeline.sequence_batch_spec(c.batch_size, c.window_frames, {"latents": ((c.latent_dim,), 1)})
+
     def _features(self, batch: dict) -> jax.Array:
         return batch["speech"] if self.config.features == "speech" else batch["mel"]
 
