@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="real frames per clip (evenly spaced) for the DiffAE-alone reconstruction scores")
     p.add_argument("--invert-steps", type=int, default=None,
                    help="DDIM steps of the inverted-x_T reconstruction, inverting and decoding (DiffAE's "
-                   "autoencoding protocol; default: the DiffAE config's invert_steps, 100 in the paper configs)"),
+                   "autoencoding protocol; default: the DiffAE config's invert_steps, 100 in the paper configs)")
     p.add_argument("--batch-frames", type=int, default=128, help="frames per DDIM batch (all clips together)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes for the CPU work on pixels: mouth/pose reader, PSNR/SSIM, stability "

@@ -57,15 +57,14 @@ def _compile_only() -> None:
     from daetalker_jax.trainers.base import compile_step, make_mesh
 
     c = FLAGS.config
+    if c.task not in ("dae", "s2l"):   # the sync expert's shapes (and set-up) come from its data
+        raise UserError(f"--compile_only needs batch shapes known from the config; the {c.task!r} task takes them "
+                        "from its data (supported: configs/dae.py, configs/s2l.py)")
     if c.task == "s2l" and not (c.features == "mel" and c.latent_dim):
         raise UserError("--compile_only needs batch shapes known from the config; for speech2latent give "
                         "--config.latent_dim=<the DiffAE's z_channels> (log-mel features only)")
-    task = make_task(c)
-    if not hasattr(task, "batch_spec"):   # the sync expert's shapes come from its data
-        raise UserError(f"--compile_only needs batch shapes known from the config; the {c.task!r} task takes them "
-                        "from its data (supported: configs/dae.py, configs/s2l.py)")
     start = time.perf_counter()
-    compiled = compile_step(task, c, make_mesh())
+    compiled = compile_step(make_task(c), c, make_mesh())
     memory = compiled.memory_analysis()
     if jax.process_index() == 0:
         usage = "" if memory is None else (
