@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from daetalker_jax.generation.sheet import contact_sheet
 
         contact_sheet(out / "sample.mp4", args.corpus / f"{first.clip_id}.mp4", args.data, out / "sheet.png",
-                      real=first.real, reader=lambda frames: reader(frames)[0])
+                      generated=first.generated, real=first.real, reader=lambda frames: reader(frames)[0])
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
     seconds["report"] = round(time.perf_counter() - t0, 2)   # plots, mp4, contact sheet (not in report.json)
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))

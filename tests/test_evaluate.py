@@ -60,6 +60,6 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset
     first = report["clips"][sorted(report["clips"], key=test_ids.index)[0]]
     video = read_mp4(out / "sample.mp4")
     assert len(video.frames) == int(first["frames"]) and video.frames.shape[1:] == (32, 32, 3)
-    for png in ("mouth.png", "targets.png"):
+    for png in ("mouth.png", "targets.png", "sheet.png"):   # sheet: the scored frames and reader, first clip
         assert Image.open(out / png).size[0] > 300
     assert not list(out.glob("*.tmp*"))

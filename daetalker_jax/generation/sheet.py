@@ -36,17 +36,19 @@ def _real_crops(data_dir: Path, clip_id: str, train: dict[str, np.ndarray]) -> n
                     "prepared from its corpus")
 
 
-def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path, *, real: np.ndarray | None = None,
-                  reader: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
-    """real: the clip's crops (default: found in `data_dir`); reader: frames -> mouth opening (default: the
-    probe fit on `data_dir`'s training crops; `evaluate` passes the reader it scored with)."""
+def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path, *, generated: np.ndarray | None = None,
+                  real: np.ndarray | None = None, reader: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """generated: the video's frames before encoding (default: decoded from `video`; `measure` misses some
+    mouths in the compressed ones); real: the clip's crops (default: found in `data_dir`); reader: frames ->
+    mouth opening (default: the probe fit on `data_dir`'s training crops; `evaluate` passes the frames and the
+    reader it scored with)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     train = clip_frames(data_dir, "train") if real is None or reader is None else {}
-    generated = read_mp4(video).frames
+    generated = read_mp4(video).frames if generated is None else generated
     real = _real_crops(data_dir, clip.stem, train) if real is None else real
     truth = opening_track(clip.parent, clip.stem)
     n = min(len(generated), len(real), len(truth))
