@@ -10,7 +10,7 @@ train_stages() {
   if [ -z "${CORPUS:-}" ]; then
     stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
   fi
-  local precompile=""
+  local precompiles=()
   if [ -n "${PRECOMPILE:-}" ]; then   # both train steps compile into $JAX_COMPILATION_CACHE_DIR meanwhile
     mkdir -p "$OUT"
     local z_dim
@@ -23,18 +23,20 @@ spec.loader.exec_module(module)
 print(module.get_config(arg or None).model.z_channels)
 PYEOF
 )
-    ( $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} \
-          > "$OUT/precompile.log" 2>&1 &
-      $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
-          --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
-      wait -n && wait -n ) &
-    precompile=$!
+    $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} \
+        > "$OUT/precompile.log" 2>&1 &
+    precompiles+=($!)
+    $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
+        --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
+    precompiles+=($!)
   fi
   stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
-  if [ -n "$precompile" ]; then
-    local t0=$SECONDS
-    wait "$precompile" || echo "a precompile failed (see $OUT/precompile*.log); training compiles that step itself"
+  if [ ${#precompiles[@]} -gt 0 ]; then
+    local t0=$SECONDS pid
+    for pid in "${precompiles[@]}"; do
+      wait "$pid" || echo "a precompile failed (see $OUT/precompile*.log); training compiles that step itself"
+    done
     echo "precompile_wait $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
     tail -q -n 1 "$OUT/precompile.log" "$OUT/precompile_s2l.log"
   fi

@@ -43,17 +43,22 @@ def test_override_typo_and_divergence_are_clear_errors(tiny_dataset32, tmp_path)
     assert not (tmp_path / "b" / "checkpoints" / "5").exists()
 
 
+def _with_cache(tmp_path: Path):
+    """A subprocess runner with a private $JAX_COMPILATION_CACHE_DIR, and the names of its train-step entries."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return run, lambda: sorted(p.name for p in (tmp_path / "xla").glob("jit_flat-*"))
+
+
 def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tmp_path):
     """`--compile_only` compiles the DiffAE's train step from the config alone (no data, no workdir) into
     $JAX_COMPILATION_CACHE_DIR; the training run that follows finds it there: no second train-step entry.
     A task whose batch shapes come from its data is refused with exit status 2."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
-    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    run, steps = _with_cache(tmp_path)
     base = [sys.executable, "-m", "daetalker_jax.train"]
     compiled = run([*base, "--config", "configs/dae.py:tiny", "--compile_only"])
     assert compiled.returncode == 0, compiled.stderr[-2000:]
     assert re.search(r"compiled the train step in [\d.]+ s; per device: arguments [\d.]+ GiB", compiled.stdout)
-    steps = lambda: sorted(p.name for p in (tmp_path / "xla").glob("jit_flat-*"))  # noqa: E731
     assert len(steps()) == 1
     before = steps()
     trained = run([*base, "--config", "configs/dae.py:tiny", "--workdir", str(tmp_path / "run"),
@@ -69,13 +74,11 @@ def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tm
 def test_speech2latent_compile_only_is_the_program_its_training_runs(extracted, tmp_path):
     """speech2latent's step compiles from the config and the DiffAE's latent size alone (the reference run does it
     while the DiffAE trains, before the latents exist); training on the extracted data then adds no entry."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
-    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    run, steps = _with_cache(tmp_path)
     base = [sys.executable, "-m", "daetalker_jax.train", "--config", "configs/s2l.py:tiny"]
     latent_dim = ClipArrays(extracted, "latents").meta["latent_dim"]
     compiled = run([*base, "--compile_only", f"--config.latent_dim={latent_dim}"])
     assert compiled.returncode == 0, compiled.stderr[-2000:]
-    steps = lambda: sorted(p.name for p in (tmp_path / "xla").glob("jit_flat-*"))  # noqa: E731
     before = steps()
     assert len(before) == 1
     trained = run([*base, "--workdir", str(tmp_path / "run"), f"--config.data_dir={extracted}",
