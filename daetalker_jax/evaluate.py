@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus is not None and not args.corpus.is_dir():
         raise UserError(f"--corpus {args.corpus} is not a folder; pass the corpus' clips folder (CORPUS/clips)")
     for flag, value in (("--recon-frames", args.recon_frames), ("--batch-frames", args.batch_frames),
-                        ("--workers", args.workers or 1), ("--invert-steps", args.invert_steps or 1)):
-        if value < 1:
+                        ("--workers", args.workers), ("--invert-steps", args.invert_steps)):
+        if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = ensure_writable_dir(args.out)
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         talker = Talker(args.dae, args.s2l, steps=args.steps, batch_frames=args.batch_frames)
         reader = Reader(talker.image_size, args.data, args.corpus)
         seconds = {"load": round(time.perf_counter() - t0, 2)}
-        invert_steps = args.invert_steps or int(talker.dae_config.get("invert_steps", args.steps))
+        invert_steps = int(talker.dae_config.get("invert_steps", args.steps)) if args.invert_steps is None \
+            else args.invert_steps
         results = evaluate_clips(talker, args.data, args.corpus, split=split, pose_given=args.pose == "given",
                                  seed=args.seed, max_clips=args.max_clips, recon_frames=args.recon_frames,
                                  invert_steps=invert_steps, reader=reader, pool=pool, seconds=seconds,

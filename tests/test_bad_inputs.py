@@ -146,6 +146,8 @@ CASES: dict[str, Case] = {
                                         REPORT),
     "evaluate: corpus that is not a folder": Case("evaluate", lambda i: _eval(i, **{"--corpus": i.tmp / "none"}),
                                                   "not a folder", REPORT),
+    "evaluate: zero inversion steps": Case("evaluate", lambda i: _eval(i, **{"--invert-steps": "0"}),
+                                           "--invert-steps must be at least 1", REPORT),
 }
 
 
