@@ -10,6 +10,7 @@ measured on our H100 (ANCHORS.md). Prints a Markdown table with the official cod
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -39,8 +40,11 @@ def _timed(fn, *args, iters: int) -> float:
 
 
 def _compile(jitted, *args):
-    """Compiles once; returns the executable and the FLOPs of one call (counted from the jaxpr)."""
-    return jitted.lower(*args).compile(), count_flops(jitted, *args)
+    """Compiles once; returns the executable, the FLOPs of one call (counted from the jaxpr) and the compile
+    seconds (XLA's autotuning included: it is most of the reference run's start-up)."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
 def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:
@@ -59,7 +63,7 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
     step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
     leaves = [jax.tree.leaves(state), jax.tree.leaves(ema), jax.tree.leaves(rng_state)]
     state_def = jax.tree.structure(state)
-    step, flops = _compile(step, *leaves, batch, jnp.int32(0))
+    step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
 
     def train_once(i):
         leaves[0], leaves[1], metrics = step(*leaves, batch, jnp.int32(i))
@@ -84,7 +88,7 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
     def denoise(state, x, t, z):
         return nnx.merge(eval_graph, state)(x, t, z)
 
-    denoise, ddim_flops = _compile(denoise, eval_state, x, t, z)
+    denoise, ddim_flops, c_ddim = _compile(denoise, eval_state, x, t, z)
     t_ddim = _timed(denoise, eval_state, x, t, z, iters=iters)
 
     devices = jax.device_count()
@@ -97,9 +101,9 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
 
     name = f"{size}px" if paper else f"{size}px ({variant})"
     return [f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
-            f"{anchor(ANCHOR_TRAIN, train_ips)} |",
+            f"{anchor(ANCHOR_TRAIN, train_ips)} | {c_train:.1f} |",
             f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
-            f"{anchor(ANCHOR_DDIM, ddim_ips)} |"]
+            f"{anchor(ANCHOR_DDIM, ddim_ips)} | {c_ddim:.1f} |"]
 
 
 def main() -> None:
@@ -112,7 +116,8 @@ def main() -> None:
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
     print(f"devices: {kind} x {jax.device_count()}, jax {jax.__version__}")
-    print("| measurement | batch | img/s | MFU | official img/s (anchor) | ratio |\n|---|---|---|---|---|---|")
+    print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
+    print("| measurement | batch | img/s | MFU | official img/s (anchor) | ratio | compile s |\n" + "|---" * 7 + "|")
     for size, batch in zip(args.sizes, args.train_batch):
         for row in bench_size(size, batch, args.ddim_batch, args.iters, peak):
             print(row, flush=True)

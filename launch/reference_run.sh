@@ -21,8 +21,8 @@ echo "reference run on $($PY -c 'import jax; print(jax.devices()[0].device_kind)
      "$DAE_CONFIG x $DAE_STEPS, $S2L_CONFIG x $S2L_STEPS, $GEN_STEPS DDIM steps"
 T0=$SECONDS
 rm -f "$OUT/timings.txt"
-# A fresh XLA cache per run (a cold start, as from a bare checkout): the DiffAE's train step compiles into it while
-# prepare runs (PRECOMPILE=1), and evaluate keeps its programs there.
+# A fresh XLA cache per run (a cold start, as from a bare checkout): both train steps compile into it while synth
+# and prepare run (PRECOMPILE=1), and evaluate keeps its programs there.
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/xla_cache}
 PRECOMPILE=${PRECOMPILE:-1}
 source launch/stages.sh

@@ -1,15 +1,12 @@
 # Sourced by main.sh and reference_run.sh: from the embedded default data to trained runs under $OUT.
 # Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
 # reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
-# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) prepares in parallel;
-# PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while prepare runs (needs
-# $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features).
+# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) synthesizes and prepares
+# in parallel; PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while synth and prepare run
+# (needs $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features).
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
-  if [ -z "${CORPUS:-}" ]; then
-    stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" "$@"
-  fi
   local precompiles=()
   if [ -n "${PRECOMPILE:-}" ]; then   # both train steps compile into $JAX_COMPILATION_CACHE_DIR meanwhile
     mkdir -p "$OUT"
@@ -29,6 +26,10 @@ PYEOF
     $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
         --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
     precompiles+=($!)
+  fi
+  if [ -z "${CORPUS:-}" ]; then
+    stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" \
+        --workers "${WORKERS:-$(nproc)}" "$@"
   fi
   stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"

@@ -135,3 +135,49 @@ def test_worker_processes_give_the_same_batches(tiny_dataset):
     inline = _take(iter(pipeline.frame_dataset(str(data_dir), "train", 4, seed=9)), 5)
     workers = _take(iter(pipeline.frame_dataset(str(data_dir), "train", 4, seed=9, workers=2)), 5)
     assert _same(inline, workers)
+
+
+class _CountingSource:
+    """Four 4-KiB records; remembers which it was asked for."""
+
+    def __init__(self):
+        self.reads = []
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        return {"x": np.full(1024, i, np.float32)}
+
+
+def test_memo_reads_each_entry_once_within_its_budget_and_forgets_when_pickled():
+    import pickle
+
+    memo = pipeline.Memo(_CountingSource(), budget_mb=10 / 1024)   # room for two entries (10 KiB)
+    for i in (0, 1, 0, 1):
+        np.testing.assert_array_equal(memo[i]["x"], np.full(1024, i, np.float32))
+    assert memo.source.reads == [0, 1]                     # the repeats came from memory
+    memo[0]
+    memo[2]                                                # evicts 1, the least recently used
+    memo[0], memo[1]
+    assert memo.source.reads == [0, 1, 2, 1] and len(memo) == 4
+    copy = pickle.loads(pickle.dumps(memo))                # what a Grain worker process receives
+    copy[0], copy[0]
+    assert copy.source.reads == [0, 1, 2, 1, 0]            # starts empty, then remembers
+    tiny = pipeline.Memo(_CountingSource(), budget_mb=1 / 1024)   # an entry over the budget is read every time
+    tiny[3], tiny[3]
+    assert tiny.source.reads == [3, 3]
+
+
+def test_sequence_batches_are_the_same_with_and_without_the_memo(tiny_dataset):
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()   # grain workers read absl flags
+    data_dir, _ = tiny_dataset
+    ramp = {i: np.arange(400)[:, None] * np.ones(4) for i in range(50)}
+    make = lambda **kw: iter(pipeline.sequence_dataset(str(data_dir), "train", 2, 10, seed=5,  # noqa: E731
+                                                        extras={"latents": (ramp, 1)}, **kw))
+    plain = _take(make(memory_mb=0), 12)   # > one epoch of the tiny corpus: memo hits
+    assert _same(plain, _take(make(), 12)) and _same(plain, _take(make(workers=2), 12))

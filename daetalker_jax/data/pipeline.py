@@ -13,6 +13,8 @@ processes cover every epoch disjointly and completely. Iterators checkpoint with
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +146,46 @@ def sequence_batch_spec(global_batch: int, window_frames: int, extras: Mapping[s
     return spec
 
 
+class Memo:
+    """Read-through memory of a random-access source (clip records, per-clip arrays), least recently used
+    entries dropped beyond `budget_mb`. Why: a training window uses a few seconds of a clip but reading it
+    parses the whole record (all its mel and audio) and maps its latents file; a 30-minute corpus' clips
+    fit in ~200 MB, so each is read once per process instead of hundreds of times (speech2latent was
+    input-bound). Entries are copied into memory (no open file mappings kept); each Grain worker process
+    holds its own memory, which starts empty (pickling drops it)."""
+
+    def __init__(self, source: Any, budget_mb: float):
+        self.source, self.budget = source, int(budget_mb * 2**20)
+        self._entries: OrderedDict[int, Any] = OrderedDict()
+        self._size, self._lock = 0, threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        with self._lock:
+            if index in self._entries:
+                self._entries.move_to_end(index)
+                return self._entries[index][0]
+        value = self.source[index]
+        value = {k: np.array(v) for k, v in value.items()} if isinstance(value, Mapping) else np.array(value)
+        size = sum(v.nbytes for v in value.values()) if isinstance(value, dict) else value.nbytes
+        with self._lock:
+            if index not in self._entries and size <= self.budget:
+                self._entries[index] = (value, size)
+                self._size += size
+                while self._size > self.budget:
+                    self._size -= self._entries.popitem(last=False)[1][1]
+        return value
+
+    def __getstate__(self) -> dict:
+        return {"source": self.source, "budget": self.budget}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["source"], state["budget"] / 2**20)
+
+
 class _Window(grain.transforms.RandomMap):
     def __init__(self, frames: int, extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]]):
         self.frames, self.extras = frames, extras
@@ -153,10 +195,11 @@ class _Window(grain.transforms.RandomMap):
         start = int(rng.integers(0, max(0, n - w) + 1))
         stop = min(n, start + w)
 
-        def take(x: np.ndarray, per_frame: int) -> np.ndarray:
+        def take(x: np.ndarray, per_frame: int) -> np.ndarray:   # zero-padded to the window
             x = np.asarray(x)[start * per_frame: stop * per_frame]
-            pad = [(0, w * per_frame - len(x))] + [(0, 0)] * (x.ndim - 1)
-            return np.pad(x, pad)
+            out = np.zeros((w * per_frame, *x.shape[1:]), x.dtype)
+            out[:len(x)] = x
+            return out
 
         out = {"mel": take(ex["mel"], MELS_PER_FRAME), "audio": take(ex["audio"], SAMPLES_PER_FRAME),
                "pose": take(ex["pose"], 1), "mask": take(np.ones(n, bool), 1),
@@ -168,12 +211,17 @@ class _Window(grain.transforms.RandomMap):
 
 def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames: int, seed: int = 0, *,
                      shard: Shard = Shard(), extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]] | None = None,
-                     workers: int = 0, prefetch: int = 8) -> grain.IterDataset:
+                     workers: int = 0, prefetch: int = 8, memory_mb: float = 512) -> grain.IterDataset:
     """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
     pose (B, W, 3), mask (B, W), and for each `extras` entry name -> (per-clip arrays keyed by clip index,
-    rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D)."""
-    ds = _sharded(data_source(data_dir, "clips", split), seed, shard, global_batch,
-                  _Window(window_frames, dict(extras or {})))
+    rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D).
+    `memory_mb`: per process, for the clip records and for each extra (`Memo`); 0 reads every window anew."""
+    extras = dict(extras or {})
+    source = data_source(data_dir, "clips", split)
+    if memory_mb > 0:
+        source = Memo(source, memory_mb)
+        extras = {name: (Memo(arrays, memory_mb), per_frame) for name, (arrays, per_frame) in extras.items()}
+    ds = _sharded(source, seed, shard, global_batch, _Window(window_frames, extras))
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 
