@@ -23,6 +23,7 @@ from configs import dae
 from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.base import PEAK_TFLOPS, build, make_mesh, train_step
 from daetalker_jax.trainers.dae import DAETask
+from daetalker_jax.trainers.packing import Packing, packs
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
 ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
@@ -61,8 +62,9 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
     batch = {"image": images}
 
     step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
-    leaves = [jax.tree.leaves(state), jax.tree.leaves(ema), jax.tree.leaves(rng_state)]
-    state_def = jax.tree.structure(state)
+    packing = Packing(state, packs(config))
+    leaves = [jax.jit(packing.pack, out_shardings=replicated)(state),
+              jax.jit(Packing(ema, packs(config)).pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
     step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
 
     def train_once(i):
@@ -77,7 +79,7 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
     jax.block_until_ready(loss)
     t_train = (time.perf_counter() - start) / iters
 
-    trained, _ = nnx.merge(graphdef, rng_state, jax.tree.unflatten(state_def, leaves[0]))   # `model`'s were donated
+    trained, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
     trained.eval()
     eval_graph, eval_state = nnx.split(trained)
     x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)

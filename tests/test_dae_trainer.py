@@ -87,6 +87,37 @@ def test_checkpoint_round_trip_and_resume_continue_the_samelogged_losses(tiny_da
     assert len(logged_losses(tmp_path / "run")) == 6
 
 
+def test_packing_round_trips_a_tree_of_mixed_dtypes():
+    from daetalker_jax.trainers.packing import Packing
+
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "count": np.int32(7),
+            "b": np.linspace(0, 1, 4, dtype=np.float32), "n": np.arange(3, dtype=np.int32)}
+    flat, leaves = Packing(tree), Packing(tree, flat=False)
+    buffers = flat.pack(tree)
+    assert [(b.shape, b.dtype) for b in buffers] == [((10,), np.float32), ((4,), np.int32)]
+    assert [(s.shape, s.dtype) for s in flat.specs(None)] == [((10,), np.float32), ((4,), np.int32)]
+    assert len(leaves.pack(tree)) == 4
+    for p in (flat, leaves):
+        jax.tree.map(np.testing.assert_array_equal, p.unpack(p.pack(tree)), tree)
+
+
+def test_packed_and_leaf_list_state_train_alike_and_share_checkpoints(tiny_dataset32, tmp_path):
+    """pack_state only changes how the state crosses the step (trainers/packing.py): the same losses and
+    weights (up to XLA's fusion-order rounding), and a packed run's checkpoint resumes unpacked."""
+    runs = {}
+    for mode in ("on", "off"):
+        c = _config(tiny_dataset32, num_steps=3, checkpoint_every=3, pack_state=mode)
+        trainer = Trainer(c, tmp_path / mode, DAETask(c), mesh=_mesh(1))
+        trainer.run()
+        runs[mode] = logged_losses(tmp_path / mode), jax.device_get(nnx.to_pure_dict(trainer.ema))
+    np.testing.assert_allclose(runs["on"][0], runs["off"][0], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), runs["on"][1], runs["off"][1])
+    c4 = _config(tiny_dataset32, num_steps=4, checkpoint_every=3, pack_state="off")
+    resumed = Trainer(c4, tmp_path / "on", DAETask(c4), mesh=_mesh(1))
+    assert resumed.step == 3
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(nnx.to_pure_dict(resumed.ema)), runs["on"][1])
+
+
 def test_mouth_weight_scales_the_loss_in_the_mouth_box_only():
     from jax.sharding import NamedSharding, PartitionSpec
 

@@ -28,6 +28,7 @@ from daetalker_jax.data.pipeline import Shard, to_global
 from daetalker_jax.distributed import replicate
 from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
+from daetalker_jax.trainers.packing import Packing, packs
 
 # measured bf16 matmul ceilings per device, for MFU: H100 ANCHORS.md; H200 the device notes (788 on random data)
 PEAK_TFLOPS = {"H100": 801.0, "H200": 788.0}
@@ -115,17 +116,19 @@ def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, em
 
 
 def train_step(graphdef, trees: tuple, config: ml_collections.ConfigDict, task: Task, mesh: jax.sharding.Mesh):
-    """The jitted `_step` on leaf lists: (state leaves, EMA leaves, RNG leaves, batch, step) -> (state leaves,
-    EMA leaves, metrics); the first two are donated. `trees` = (state, ema, rng_state), for their structure.
-    Why leaves: jit flattens a list of arrays in C++, but NNX State leaves are Variables whose flattening runs
-    Python per leaf; on an H200 that alone took 58 ms a step for the reference DiffAE (its GPU work is less)."""
-    defs = tuple(jax.tree.structure(t) for t in trees)
+    """The jitted `_step` on plain arrays: (state buffers, EMA buffers, RNG leaves, batch, step) -> (state
+    buffers, EMA buffers, metrics); the first two are donated. `trees` = (state, ema, rng_state), for their
+    structure; the buffers are `Packing(state)` and `Packing(ema)`'s (trainers/packing.py: flat buffers on
+    accelerators, else leaf lists). Never NNX State: its leaves are Variables whose flattening runs Python per
+    leaf, which on an H200 alone took 58 ms a step for the reference DiffAE (its GPU work is less)."""
+    state_packing, ema_packing = (Packing(t, packs(config)) for t in trees[:2])
+    rng_def = jax.tree.structure(trees[2])
 
     def flat(state, ema, rng_state, batch, step):
-        state, ema, rng_state = (jax.tree.unflatten(d, x) for d, x in zip(defs, (state, ema, rng_state)))
         state, ema, metrics = _step(graphdef, config.ema_decay, config.seed, task,
-                                    NamedSharding(mesh, PartitionSpec("data")), state, ema, rng_state, batch, step)
-        return jax.tree.leaves(state), jax.tree.leaves(ema), metrics
+                                    NamedSharding(mesh, PartitionSpec("data")), state_packing.unpack(state),
+                                    ema_packing.unpack(ema), jax.tree.unflatten(rng_def, rng_state), batch, step)
+        return state_packing.pack(state), ema_packing.pack(ema), metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(flat, donate_argnums=(0, 1), out_shardings=(replicated, replicated, replicated))
@@ -142,8 +145,8 @@ def compile_step(task: Task, config: ml_collections.ConfigDict, mesh: jax.shardi
     ema = nnx.state(model, nnx.Param)
     replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
     step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)
-    args = [[jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated) for x in jax.tree.leaves(tree)]
-            for tree in (state, ema, rng_state)]
+    args = [Packing(state, packs(config)).specs(replicated), Packing(ema, packs(config)).specs(replicated),
+            [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated) for x in jax.tree.leaves(rng_state)]]
     batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharded) for k, (shape, dtype) in task.batch_spec().items()}
     return step.lower(*args, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
 
@@ -271,60 +274,59 @@ class Trainer:
                 _load_params(model, config.init_from)
             task.initialize(model)
         self.graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+        ema = nnx.state(model, nnx.Param)
         self.rng_state = replicate(rng_state, self.replicated)
+        # Between steps the train state and the EMA live as the step's arguments (trainers/packing.py).
+        packings = Packing(state, packs(config)), Packing(ema, packs(config))
+        self._pack = jax.jit(lambda s, e: tuple(p.pack(t) for p, t in zip(packings, (s, e))),
+                             out_shardings=self.replicated)
+        self._unpack = jax.jit(lambda s, e: tuple(p.unpack(t) for p, t in zip(packings, (s, e))),
+                               out_shardings=self.replicated)
         self.step = 0
         if resuming:
-            self.state, self.ema = state, nnx.state(model, nnx.Param)
-            self._restore()
+            state, ema = self._restore(state, ema)
         else:
-            self.state, self.ema = replicate((state, jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))),
-                                             self.replicated)
-        self.step_fn = train_step(self.graphdef, (self.state, self.ema, self.rng_state), config, task, self.mesh)
+            state, ema = replicate((state, ema), self.replicated)
+        self._state, self._ema = self._pack(state, ema)   # the EMA starts as a copy of the parameters
+        self.step_fn = train_step(self.graphdef, (state, ema, rng_state), config, task, self.mesh)
         self._startup["model"] = time.perf_counter() - start - self._startup["data"]
         if jax.process_index() == 0:   # what `load_trained` rebuilds the model from (after a refused resume:
             with atomic_path(self.workdir / "config.json") as tmp:   # the run's own config stays)
                 tmp.write_text(config.to_json_best_effort(indent=1))
 
-    # Between steps the train state and the EMA live as leaf lists (see `train_step`); these views rebuild them.
     @property
     def state(self) -> nnx.State:
-        return jax.tree.unflatten(self._state_def, self._state)
-
-    @state.setter
-    def state(self, value: nnx.State) -> None:
-        self._state, self._state_def = jax.tree.flatten(value)
+        return self._unpack(self._state, self._ema)[0]
 
     @property
     def ema(self) -> nnx.State:
-        return jax.tree.unflatten(self._ema_def, self._ema)
-
-    @ema.setter
-    def ema(self, value: nnx.State) -> None:
-        self._ema, self._ema_def = jax.tree.flatten(value)
+        return self._unpack(self._state, self._ema)[1]
 
     def _tree(self) -> dict:
         # the step as a global array too: a multi-process checkpoint cannot hold one process' local array
-        return _train_tree(self.state, self.ema, replicate(np.int32(self.step), self.replicated))
+        state, ema = self._unpack(self._state, self._ema)
+        return _train_tree(state, ema, replicate(np.int32(self.step), self.replicated))
 
-    def _restore(self) -> None:
+    def _restore(self, state: nnx.State, ema: nnx.State) -> tuple[nnx.State, nnx.State]:
+        """The checkpoint's values in the (abstract) trees' structure; sets the step."""
         try:
-            restored = self.ckpt.restore(abstract_like(self._tree(), self.replicated), self.data)
+            restored = self.ckpt.restore(abstract_like(_train_tree(state, ema, np.int32(0)), self.replicated),
+                                         self.data)
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"the checkpoint in {self.ckpt.mngr.directory} does not fit this config ({e}); "
                             "use a new --workdir or the config it was trained with") from e
-        state, ema = self.state, self.ema
         nnx.replace_by_pure_dict(state, restored["state"])
         nnx.replace_by_pure_dict(ema, restored["ema"])
-        self.state, self.ema, self.step = state, ema, int(restored["step"])
+        self.step = int(restored["step"])
         if jax.process_index() == 0:
             print(f"resumed from {self.ckpt.mngr.directory} at step {self.step}", flush=True)
+        return state, ema
 
     def ema_model(self) -> nnx.Module:
         """The model with EMA weights, in eval mode (for samples, extraction and generation)."""
-        # copy=True: merge would otherwise hand out the train state's own Variables, and the EMA update
-        # below would then write the EMA weights into the training state.
-        model, _ = nnx.merge(self.graphdef, self.rng_state, self.state, copy=True)
-        nnx.update(model, self.ema)
+        state, ema = self._unpack(self._state, self._ema)   # fresh arrays: the packed train state stays as is
+        model, _ = nnx.merge(self.graphdef, self.rng_state, state, copy=True)   # nor are the RNG Variables shared
+        nnx.update(model, ema)
         model.eval()
         return model
 
