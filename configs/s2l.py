@@ -9,8 +9,8 @@ espnet Conformer, Adam 1e-4, windows of several seconds), and each choice is mar
          dropout 0.1, 4 encoder + 4 decoder blocks, pose predictor 2 x conv(256, k3) (ours, FastSpeech 2)
   loss:  L1 on z-normalised latents (configurable l2) + 1.0 x pose MSE on normalised angles (ours)
 
-Variants (`--config configs/s2l.py:<variant>`): default, ref (the 10-minute GPU reference run: 2,000 steps,
-lr 3e-4 with warm-up and cosine decay), cpu (the main job on a CPU), tiny (CPU tests).
+Variants (`--config configs/s2l.py:<variant>`): default, ref (the 10-minute GPU reference run: 2,000 steps at
+batch 128, lr 3e-4 with warm-up and cosine decay), cpu (the main job on a CPU), tiny (CPU tests).
 """
 
 import ml_collections
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.image_size = 0                   # of that DiffAE
     c.dae = ""                         # the DiffAE run whose encoder made the latents
     c.speech_model = ""                # the wav2vec 2.0 / HuBERT folder, for features=speech
-    if variant == "ref":               # the reference run (launch/reference_run.sh), ~70 s of training on an H200
+    if variant == "ref":               # the reference run (launch/reference_run.sh), ~55 s of training on an H200
         # Swept on its pipeline (stop-18 note of the evaluation issue): lip sync r 0.39 at the default 1e-4 x 800
         # steps, 0.57 here; lr 1e-3 reached 0.57-0.61 but left the pose predictor untrained (pose loss 0.8).
         c.num_steps, c.learning_rate, c.lr_schedule, c.warmup_steps = 2000, 3e-4, "cosine", 100

@@ -110,6 +110,8 @@ def test_packed_and_leaf_list_state_train_alike_and_share_checkpoints(tiny_datas
         trainer = Trainer(c, tmp_path / mode, DAETask(c), mesh=_mesh(1))
         trainer.run()
         runs[mode] = logged_losses(tmp_path / mode), jax.device_get(nnx.to_pure_dict(trainer.ema))
+        jax.tree.map(np.testing.assert_array_equal, runs[mode][1],   # what samples and extraction decode with
+                     jax.device_get(nnx.to_pure_dict(nnx.state(trainer.ema_model(), nnx.Param))))
     np.testing.assert_allclose(runs["on"][0], runs["off"][0], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), runs["on"][1], runs["off"][1])
     c4 = _config(tiny_dataset32, num_steps=4, checkpoint_every=3, pack_state="off")

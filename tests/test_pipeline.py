@@ -177,7 +177,8 @@ def test_sequence_batches_are_the_same_with_and_without_the_memo(tiny_dataset):
         flags.FLAGS.mark_as_parsed()   # grain workers read absl flags
     data_dir, _ = tiny_dataset
     ramp = {i: np.arange(400)[:, None] * np.ones(4) for i in range(50)}
-    make = lambda **kw: iter(pipeline.sequence_dataset(str(data_dir), "train", 2, 10, seed=5,  # noqa: E731
-                                                        extras={"latents": (ramp, 1)}, **kw))
+    make = lambda memory_mb=512, **kw: iter(pipeline.sequence_dataset(  # noqa: E731
+        str(data_dir), "train", 2, 10, seed=5, memory_mb=memory_mb, **kw,
+        extras={"latents": (pipeline.Memo(ramp, memory_mb) if memory_mb else ramp, 1)}))
     plain = _take(make(memory_mb=0), 12)   # > one epoch of the tiny corpus: memo hits
     assert _same(plain, _take(make(), 12)) and _same(plain, _take(make(workers=2), 12))

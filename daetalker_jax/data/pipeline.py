@@ -150,9 +150,10 @@ class Memo:
     """Read-through memory of a random-access source (clip records, per-clip arrays), least recently used
     entries dropped beyond `budget_mb`. Why: a training window uses a few seconds of a clip but reading it
     parses the whole record (all its mel and audio) and maps its latents file; a 30-minute corpus' clips
-    fit in ~200 MB, so each is read once per process instead of hundreds of times (speech2latent was
-    input-bound). Entries are copied into memory (no open file mappings kept); each Grain worker process
-    holds its own memory, which starts empty (pickling drops it)."""
+    fit in ~200 MB, so each is read once per process instead of hundreds of times (11.6 -> 28.7 batches/s of
+    speech2latent windows on one CPU core). Entries are copied into memory (whole, where a memory-mapped file's
+    window would read only part: large per-frame features stay unwrapped), so no file mappings stay open; each
+    Grain worker process holds its own memory, which starts empty (pickling drops it)."""
 
     def __init__(self, source: Any, budget_mb: float):
         self.source, self.budget = source, int(budget_mb * 2**20)
@@ -215,13 +216,12 @@ def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames
     """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
     pose (B, W, 3), mask (B, W), and for each `extras` entry name -> (per-clip arrays keyed by clip index,
     rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D).
-    `memory_mb`: per process, for the clip records and for each extra (`Memo`); 0 reads every window anew."""
-    extras = dict(extras or {})
+    `memory_mb`: per process, for the decoded clip records (`Memo`); 0 reads every window anew. Extras are read
+    as given (wrap small ones, e.g. latents, in a `Memo` too)."""
     source = data_source(data_dir, "clips", split)
     if memory_mb > 0:
         source = Memo(source, memory_mb)
-        extras = {name: (Memo(arrays, memory_mb), per_frame) for name, (arrays, per_frame) in extras.items()}
-    ds = _sharded(source, seed, shard, global_batch, _Window(window_frames, extras))
+    ds = _sharded(source, seed, shard, global_batch, _Window(window_frames, dict(extras or {})))
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 

@@ -324,8 +324,9 @@ class Trainer:
 
     def ema_model(self) -> nnx.Module:
         """The model with EMA weights, in eval mode (for samples, extraction and generation)."""
-        state, ema = self._unpack(self._state, self._ema)   # fresh arrays: the packed train state stays as is
-        model, _ = nnx.merge(self.graphdef, self.rng_state, state, copy=True)   # nor are the RNG Variables shared
+        state, ema = self._unpack(self._state, self._ema)
+        # copy=True: new Variables, so writing the EMA into them leaves the trainer's state and RNG untouched
+        model, _ = nnx.merge(self.graphdef, self.rng_state, state, copy=True)
         nnx.update(model, ema)
         model.eval()
         return model

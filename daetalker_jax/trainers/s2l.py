@@ -72,7 +72,7 @@ class S2LTask:
         model.set_stats(**{k: np.asarray(v, np.float32) for k, v in stats.items()})
 
     def _extras(self) -> dict:
-        extras = {"latents": (ClipArrays(self.config.data_dir, "latents"), 1)}
+        extras = {"latents": (pipeline.Memo(ClipArrays(self.config.data_dir, "latents"), 256), 1)}   # ~2 KB a frame
         if self.config.features == "speech":
             extras["speech"] = (ClipArrays(self.config.data_dir, "speech"), 2)
         return extras
