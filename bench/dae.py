@@ -23,7 +23,7 @@ from configs import dae
 from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.base import PEAK_TFLOPS, build, make_mesh, train_step
 from daetalker_jax.trainers.dae import DAETask
-from daetalker_jax.trainers.packing import Packing, packs
+from daetalker_jax.trainers.packing import packings
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
 ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
@@ -62,9 +62,9 @@ def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak
     batch = {"image": images}
 
     step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
-    packing = Packing(state, packs(config))
+    packing, ema_packing = packings(config, state, ema)
     leaves = [jax.jit(packing.pack, out_shardings=replicated)(state),
-              jax.jit(Packing(ema, packs(config)).pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
+              jax.jit(ema_packing.pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
     step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
 
     def train_once(i):

@@ -28,7 +28,7 @@ from daetalker_jax.data.pipeline import Shard, to_global
 from daetalker_jax.distributed import replicate
 from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.packing import Packing, packs
+from daetalker_jax.trainers.packing import packings
 
 # measured bf16 matmul ceilings per device, for MFU: H100 ANCHORS.md; H200 the device notes (788 on random data)
 PEAK_TFLOPS = {"H100": 801.0, "H200": 788.0}
@@ -118,10 +118,10 @@ def _step(graphdef, ema_decay: float, seed: int, task: Task, sharding, state, em
 def train_step(graphdef, trees: tuple, config: ml_collections.ConfigDict, task: Task, mesh: jax.sharding.Mesh):
     """The jitted `_step` on plain arrays: (state buffers, EMA buffers, RNG leaves, batch, step) -> (state
     buffers, EMA buffers, metrics); the first two are donated. `trees` = (state, ema, rng_state), for their
-    structure; the buffers are `Packing(state)` and `Packing(ema)`'s (trainers/packing.py: flat buffers on
+    structure; the buffers are `packings(config, state, ema)`'s (trainers/packing.py: flat buffers on
     accelerators, else leaf lists). Never NNX State: its leaves are Variables whose flattening runs Python per
     leaf, which on an H200 alone took 58 ms a step for the reference DiffAE (its GPU work is less)."""
-    state_packing, ema_packing = (Packing(t, packs(config)) for t in trees[:2])
+    state_packing, ema_packing = packings(config, *trees[:2])
     rng_def = jax.tree.structure(trees[2])
 
     def flat(state, ema, rng_state, batch, step):
@@ -145,7 +145,7 @@ def compile_step(task: Task, config: ml_collections.ConfigDict, mesh: jax.shardi
     ema = nnx.state(model, nnx.Param)
     replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
     step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)
-    args = [Packing(state, packs(config)).specs(replicated), Packing(ema, packs(config)).specs(replicated),
+    args = [*(p.specs(replicated) for p in packings(config, state, ema)),
             [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated) for x in jax.tree.leaves(rng_state)]]
     batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharded) for k, (shape, dtype) in task.batch_spec().items()}
     return step.lower(*args, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
@@ -277,10 +277,10 @@ class Trainer:
         ema = nnx.state(model, nnx.Param)
         self.rng_state = replicate(rng_state, self.replicated)
         # Between steps the train state and the EMA live as the step's arguments (trainers/packing.py).
-        packings = Packing(state, packs(config)), Packing(ema, packs(config))
-        self._pack = jax.jit(lambda s, e: tuple(p.pack(t) for p, t in zip(packings, (s, e))),
+        pair = packings(config, state, ema)
+        self._pack = jax.jit(lambda s, e: tuple(p.pack(t) for p, t in zip(pair, (s, e))),
                              out_shardings=self.replicated)
-        self._unpack = jax.jit(lambda s, e: tuple(p.unpack(t) for p, t in zip(packings, (s, e))),
+        self._unpack = jax.jit(lambda s, e: tuple(p.unpack(t) for p, t in zip(pair, (s, e))),
                                out_shardings=self.replicated)
         self.step = 0
         if resuming:

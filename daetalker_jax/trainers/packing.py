@@ -28,6 +28,12 @@ def packs(config: ml_collections.ConfigDict) -> bool:
     return mode == "on" or (mode == "auto" and jax.default_backend() != "cpu")
 
 
+def packings(config: ml_collections.ConfigDict, *trees: Any) -> tuple[Packing, ...]:
+    """One `Packing` per tree (train state, EMA), flat or not as `pack_state` says."""
+    flat = packs(config)
+    return tuple(Packing(t, flat) for t in trees)
+
+
 class Packing:
     """A pytree of fixed structure <-> the step's arguments: 1-D buffers, one per dtype (flat=True), or its
     leaves."""
