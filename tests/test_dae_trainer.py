@@ -70,6 +70,27 @@ def test_one_and_eight_devices_take_the_same_step(tiny_dataset32, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4), s1, s8)
 
 
+def test_ema_warm_up_forgets_the_initial_weights(tiny_dataset32, tmp_path):
+    """trainers/base.py `ema_decay_at`: update t mixes with decay min(ema_decay, (1 + t) / (10 + t)), so the
+    first step keeps 10% of the random initial weights rather than 90% (tiny's ema_decay 0.9)."""
+    import jax.numpy as jnp
+
+    from daetalker_jax.trainers.base import ema_decay_at
+
+    c = _config(tiny_dataset32, num_steps=1, checkpoint_every=1000)
+    assert c.ema_warmup and c.ema_decay == 0.9
+    np.testing.assert_allclose([float(ema_decay_at(c, jnp.int32(t))) for t in (0, 1, 80, 10**6)],
+                               [0.1, 2 / 11, 0.9, 0.9], rtol=1e-6)
+    off = _config(tiny_dataset32, ema_warmup=False)
+    assert float(ema_decay_at(off, jnp.int32(0))) == np.float32(0.9)
+    trainer = Trainer(c, tmp_path, DAETask(c), mesh=_mesh(1))
+    initial = jax.device_get(nnx.to_pure_dict(trainer.ema))
+    trainer.run()
+    trained, ema = (jax.device_get(nnx.to_pure_dict(t)) for t in (trainer.state, trainer.ema))
+    jax.tree.map(lambda e, p0, p1: np.testing.assert_allclose(e, 0.1 * p0 + 0.9 * p1, atol=1e-6, rtol=1e-5),
+                 ema, initial, trained[0])
+
+
 def test_checkpoint_round_trip_and_resume_continue_the_samelogged_losses(tiny_dataset32, tmp_path):
     c = _config(tiny_dataset32, num_steps=4, checkpoint_every=2)
     first = Trainer(c, tmp_path / "run", DAETask(c), mesh=_mesh(1))

@@ -172,13 +172,17 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
                   "true_pose": c.true_pose}
         if truth_known:
             truth = opening_track(corpus_clips, c.clip_id)[:len(real)]
-            real_open, _ = next(real_reads)
+            (real_open, real_pose), (dae_open, dae_pose) = next(real_reads), next(shared_reads)
             tracks.update(truth_opening=truth, real_opening=real_open)
             scores.update({f"lipsync/{k}": v for k, v in sync_scores(gen_open, truth).items()})
             scores["lipsync/reader_r_on_real"] = sync_scores(real_open, truth)["r"]
             # The DiffAE alone: the mouth decoded from the encoder's own latents (shared x_T) at the picked
-            # frames; high here and low in `r` puts the lip-sync gap in speech2latent.
-            scores["lipsync/r_dae"] = pearson(next(shared_reads)[0], truth[p])
+            # frames; high here and low in `r` puts the lip-sync gap in speech2latent. The same for the pose,
+            # beside the reader's own error on the real frames (the floor of every pose error).
+            scores["lipsync/r_dae"] = pearson(dae_open, truth[p])
+            if reader.uses_measure and pose_given:
+                scores.update({f"pose/{k}_dae": v for k, v in pose_error(dae_pose, c.true_pose[p]).items()})
+                scores.update({f"pose/{k}_reader_on_real": v for k, v in pose_error(real_pose, c.true_pose).items()})
         if sync is not None:
             mel = np.asarray(c.example["mel"], np.float32)
             scores.update({f"sync/{k}": v for k, v in sync(gen, mel).items()})
