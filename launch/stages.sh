@@ -3,11 +3,13 @@
 # reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
 # DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) synthesizes and prepares
 # in parallel; PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while synth and prepare run
-# (needs $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features).
+# (needs $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features). The DiffAE's compile is the longest
+# thing before its training, so everything beside it runs under `nice`, and speech2latent's compile is awaited
+# only before speech2latent trains.
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
-  local precompiles=()
+  local dae_compile="" s2l_compile="" low=(nice -n 10)
   if [ -n "${PRECOMPILE:-}" ]; then   # both train steps compile into $JAX_COMPILATION_CACHE_DIR meanwhile
     mkdir -p "$OUT"
     local z_dim
@@ -22,30 +24,34 @@ PYEOF
 )
     $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} \
         > "$OUT/precompile.log" 2>&1 &
-    precompiles+=($!)
-    $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
+    dae_compile=$!
+    "${low[@]}" $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
         --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
-    precompiles+=($!)
+    s2l_compile=$!
   fi
   if [ -z "${CORPUS:-}" ]; then
-    stage synth $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" \
+    stage synth "${low[@]}" $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" \
         --workers "${WORKERS:-$(nproc)}" "$@"
   fi
-  stage prepare $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
+  stage prepare "${low[@]}" $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
-  if [ ${#precompiles[@]} -gt 0 ]; then
-    local t0=$SECONDS pid
-    for pid in "${precompiles[@]}"; do
-      wait "$pid" || echo "a precompile failed (see $OUT/precompile*.log); training compiles that step itself"
-    done
-    echo "precompile_wait $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
-    tail -q -n 1 "$OUT/precompile.log" "$OUT/precompile_s2l.log"
-  fi
+  await_compile "$dae_compile" precompile_wait "$OUT/precompile.log"
   stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
       --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-}
   stage extract $PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
+  await_compile "$s2l_compile" precompile_s2l_wait "$OUT/precompile_s2l.log"
   stage train_s2l $PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
       --config.num_steps="$S2L_STEPS" ${S2L_ARGS:-}
+}
+
+# `await_compile PID NAME LOG`: waits for a precompile (none if PID is empty), appending "NAME seconds" to
+# $OUT/timings.txt; a failed one only costs time, as training then compiles its step itself.
+await_compile() {
+  [ -n "$1" ] || return 0
+  local t0=$SECONDS
+  wait "$1" || echo "a precompile failed (see $3); training compiles that step itself"
+  echo "$2 $(( SECONDS - t0 ))" >> "$OUT/timings.txt"
+  tail -n 1 "$3"
 }
 
 # `stage NAME cmd...`: runs cmd and appends "NAME seconds" to $OUT/timings.txt.
