@@ -102,7 +102,7 @@ def ema_decay_at(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Arra
     """The EMA decay for update `step` (0-based): `ema_decay`, or with `ema_warmup` min(ema_decay, (1 + t) /
     (10 + t)) (TF's ExponentialMovingAverage with num_updates). A constant 0.999 over a 2,000-step run leaves
     0.999^2000 = 13.5% of the random initial weights in the EMA; the warm-up forgets them within tens of
-    steps and equals the constant decay after 9 / (1 - ema_decay) - 1 steps."""
+    steps and equals the constant decay from step 9 / (1 - ema_decay) - 10 on."""
     decay = jnp.float32(config.ema_decay)
     if not config.get("ema_warmup", False):
         return decay
