@@ -180,12 +180,13 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
             # frames; high here and low in `r` puts the lip-sync gap in speech2latent. The same for the pose,
             # beside the reader's own error on the real frames (the floor of every pose error).
             scores["lipsync/r_dae"] = pearson(dae_open, truth[p])
-            if reader.uses_measure and pose_given:
-                scores.update({f"pose/{k}_dae": v for k, v in pose_error(dae_pose, c.true_pose[p]).items()})
-                scores.update({f"pose/{k}_reader_on_real": v for k, v in pose_error(real_pose, c.true_pose).items()})
             if reader.uses_measure:   # the reader's noise inflates every measured speed: its ratios on real frames
                 read_real = compare_motion(real_pose, c.true_pose)
                 scores.update({f"motion/{k}_reader_on_real": v for k, v in read_real.items() if k.endswith("_ratio")})
+                if pose_given:
+                    scores.update({f"pose/{k}_dae": v for k, v in pose_error(dae_pose, c.true_pose[p]).items()})
+                    scores.update({f"pose/{k}_reader_on_real": v
+                                   for k, v in pose_error(real_pose, c.true_pose).items()})
         if sync is not None:
             mel = np.asarray(c.example["mel"], np.float32)
             scores.update({f"sync/{k}": v for k, v in sync(gen, mel).items()})
