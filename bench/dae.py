@@ -1,8 +1,11 @@
 """DiffAE throughput: training steps (encoder + UNet forward/backward, Adam, clip, EMA) and DDIM
 denoising steps, img/s and MFU, at 128 and 256 px, bf16 compute / fp32 params, random data.
 
-Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50]
+Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50 100]
+    [--official /scratch/diffae]
 --sizes takes any configs/dae.py variant (e.g. ref: the reference run's smaller 128 px model, no anchor).
+--official: a copy of the official PyTorch code; bench/official.py then times it first, in a subprocess on the same
+GPU, and the ratios are against those numbers (else against ANCHORS.md's, measured on another day).
 MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
 measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
 """
@@ -10,7 +13,11 @@ measured on our H100 (ANCHORS.md). Prints a Markdown table with the official cod
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -28,6 +35,7 @@ from daetalker_jax.trainers.packing import packings
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
 ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
 ANCHOR_DDIM = {128: 1470.0, 256: 247.0}       # bf16 + torch.compile, one denoising step
+OFFICIAL_TRAIN_BATCH = {128: 32, 256: 16}     # the batches ANCHORS.md measured at
 
 
 def _timed(fn, *args, iters: int) -> float:
@@ -48,80 +56,108 @@ def _compile(jitted, *args):
     return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
-def bench_size(variant: str, train_batch: int, ddim_batch: int, iters: int, peak: float | None) -> list[str]:
+def official_anchors(code: str, sizes: list[int], ddim_batch: int, iters: int) -> tuple[dict, dict]:
+    """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, or
+    reads the JSON such a run wrote (to compare several variants against one measurement)."""
+    if code.endswith(".json"):   # the numbers of an earlier `bench/official.py --json` in this session
+        with open(code) as f:
+            measured = {int(k): v for k, v in json.load(f).items()}
+        return {s: v["train"] for s, v in measured.items()}, {s: v["ddim"] for s, v in measured.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "official.json")
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
+                        "--sizes", *map(str, sizes), "--train-batch", *(str(OFFICIAL_TRAIN_BATCH[s]) for s in sizes),
+                        "--ddim-batch", str(ddim_batch), "--iters", str(iters), "--json", out], check=True)
+        with open(out) as f:
+            measured = {int(k): v for k, v in json.load(f).items()}
+    return {s: v["train"] for s, v in measured.items()}, {s: v["ddim"] for s, v in measured.items()}
+
+
+def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: int, peak: float | None,
+               anchors: tuple[dict, dict]) -> list[str]:
     config = dae.get_config(variant)
     size = config.model.image_size
     task = DAETask(config)
     mesh = make_mesh()
     replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
     model, optimizer = build(task, config)
-    graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
-    ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    state, ema, rng_state = jax.device_put((state, ema, rng_state), replicated)
-    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (train_batch, size, size, 3), np.uint8), sharded)
-    batch = {"image": images}
+    devices = jax.device_count()
+    mfu = lambda f, s: f"{100 * f / s / (peak * 1e12 * devices):.1f}%" if peak else "-"  # noqa: E731
+    paper = variant == str(size)   # the anchors are the official code at the paper's sizes
+    name = f"{size}px" if paper else f"{size}px ({variant})"
 
-    step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
-    packing, ema_packing = packings(config, state, ema)
-    leaves = [jax.jit(packing.pack, out_shardings=replicated)(state),
-              jax.jit(ema_packing.pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
-    step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
+    def anchor(table: dict, ips: float) -> str:
+        return f"{table[size]:.0f} | {ips / table[size]:.2f}x" if paper and table.get(size) else "- | -"
 
-    def train_once(i):
-        leaves[0], leaves[1], metrics = step(*leaves, batch, jnp.int32(i))
-        return metrics["loss"]
+    rows = []
+    if train_batch:
+        graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
+        ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+        state, ema, rng_state = jax.device_put((state, ema, rng_state), replicated)
+        images = np.random.default_rng(0).integers(0, 256, (train_batch, size, size, 3), np.uint8)
+        batch = {"image": jax.device_put(images, sharded)}
+        step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
+        packing, ema_packing = packings(config, state, ema)
+        leaves = [jax.jit(packing.pack, out_shardings=replicated)(state),
+                  jax.jit(ema_packing.pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
+        step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
 
-    train_once(0)
-    jax.block_until_ready(leaves[0])
-    start = time.perf_counter()
-    for i in range(iters):
-        loss = train_once(i + 1)
-    jax.block_until_ready(loss)
-    t_train = (time.perf_counter() - start) / iters
+        def train_once(i):
+            leaves[0], leaves[1], metrics = step(*leaves, batch, jnp.int32(i))
+            return metrics["loss"]
 
-    trained, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
-    trained.eval()
-    eval_graph, eval_state = nnx.split(trained)
-    x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)
-    z = jax.device_put(jax.random.normal(jax.random.key(1), (ddim_batch, config.model.z_channels)), sharded)
-    t = jax.device_put(jnp.full((ddim_batch,), 500, jnp.int32), sharded)
+        train_once(0)
+        jax.block_until_ready(leaves[0])
+        start = time.perf_counter()
+        for i in range(iters):
+            loss = train_once(i + 1)
+        jax.block_until_ready(loss)
+        t_train = (time.perf_counter() - start) / iters
+        train_ips = train_batch / t_train
+        rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
+                    f"{anchor(anchors[0], train_ips)} | {c_train:.1f} |")
+        model, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
+
+    model.eval()
+    eval_graph, eval_state = nnx.split(model)
 
     @jax.jit
     def denoise(state, x, t, z):
         return nnx.merge(eval_graph, state)(x, t, z)
 
-    denoise, ddim_flops, c_ddim = _compile(denoise, eval_state, x, t, z)
-    t_ddim = _timed(denoise, eval_state, x, t, z, iters=iters)
-
-    devices = jax.device_count()
-    mfu = lambda f, s: f"{100 * f / s / (peak * 1e12 * devices):.1f}%" if peak else "-"  # noqa: E731
-    train_ips, ddim_ips = train_batch / t_train, ddim_batch / t_ddim
-    paper = variant == str(size)   # the anchors are the official code at the paper's sizes
-
-    def anchor(table: dict, ips: float) -> str:
-        return f"{table[size]:.0f} | {ips / table[size]:.2f}x" if paper else "- | -"
-
-    name = f"{size}px" if paper else f"{size}px ({variant})"
-    return [f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
-            f"{anchor(ANCHOR_TRAIN, train_ips)} | {c_train:.1f} |",
-            f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
-            f"{anchor(ANCHOR_DDIM, ddim_ips)} | {c_ddim:.1f} |"]
+    for ddim_batch in ddim_batches:
+        x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)
+        z = jax.device_put(jax.random.normal(jax.random.key(1), (ddim_batch, config.model.z_channels)), sharded)
+        t = jax.device_put(jnp.full((ddim_batch,), 500, jnp.int32), sharded)
+        step, ddim_flops, c_ddim = _compile(denoise, eval_state, x, t, z)
+        t_ddim = _timed(step, eval_state, x, t, z, iters=iters)
+        ddim_ips = ddim_batch / t_ddim
+        rows.append(f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
+                    f"{anchor(anchors[1], ddim_ips)} | {c_ddim:.1f} |")
+    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["128", "256"], help="configs/dae.py variants")
-    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global")
-    p.add_argument("--ddim-batch", type=int, default=50)
+    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global (0: skip)")
+    p.add_argument("--ddim-batch", type=int, nargs="+", default=[50], help="one row each")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--official", help="folder with the official code: time it in this run (bench/official.py); or "
+                   "the JSON that `bench/official.py --json` wrote in this session")
+    p.add_argument("--official-ddim-batch", type=int, default=50)
     args = p.parse_args()
+    anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
+    if args.official:
+        paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
+        anchors, source = official_anchors(args.official, paper, args.official_ddim_batch, args.iters), "this run"
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
     print(f"devices: {kind} x {jax.device_count()}, jax {jax.__version__}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
-    print("| measurement | batch | img/s | MFU | official img/s (anchor) | ratio | compile s |\n" + "|---" * 7 + "|")
+    print(f"| measurement | batch | img/s | MFU | official img/s ({source}) | ratio | compile s |\n" + "|---" * 7 + "|")
     for size, batch in zip(args.sizes, args.train_batch):
-        for row in bench_size(size, batch, args.ddim_batch, args.iters, peak):
+        for row in bench_size(size, batch, args.ddim_batch, args.iters, peak, anchors):
             print(row, flush=True)
 
 

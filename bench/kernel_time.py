@@ -1,0 +1,160 @@
+"""Where a DiffAE step's GPU time goes: a jax.profiler trace of the DDIM step (one UNet forward) or of the
+training step, summed per kernel class and per HLO op.
+
+Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--train-batch 0] [--out DIR]
+Prints the device time per class (convolutions, matmuls, fusions, copies), then the kernels with the most time; for
+XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their bandwidth.
+With --out, keeps the trace (TensorBoard / xprof) and the optimized HLO, to look the fused kernels up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import math
+import os
+import re
+import tempfile
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.profiler import ProfileData
+
+from configs import dae
+from daetalker_jax.flops import count_flops
+from daetalker_jax.trainers.base import PEAK_TFLOPS, build
+from daetalker_jax.trainers.dae import DAETask
+
+
+def kernel_class(kernel: str) -> str:
+    """A coarse class from the CUDA kernel's name (XLA fusion names, cuDNN/CUTLASS/cuBLAS naming)."""
+    k = kernel.lower()
+    if re.fullmatch(r"kernel(__\d+)?", k):
+        return "Pallas kernels (GroupNorm: models/norm_kernels.py)"
+    if "reduce" in k:
+        return "fusion: reduction (norm statistics)"
+    if k.startswith(("loop_", "input_", "wrapped_", "triton_softmax")):
+        return "fusion: elementwise"
+    if "fprop" in k or "dgrad" in k or "wgrad" in k or "conv" in k:
+        return "convolution (cuDNN)"
+    if "gemm" in k or "nvjet" in k or "cutlass" in k:
+        return "matmul"
+    if "memcpy" in k or "memset" in k:
+        return "copy / memset"
+    return "other"
+
+
+_DTYPE_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "s32": 4, "u32": 4, "u8": 1, "s8": 1, "pred": 1}
+
+
+def _shape_bytes(text: str) -> int:
+    total = 0
+    for dtype, dims in re.findall(r"\b(bf16|f16|f32|s32|u32|u8|s8|pred)\[([\d,]*)\]", text):
+        total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def fusion_bytes(hlo: str) -> dict[str, int]:
+    """Bytes the fused kernels read and write per call (operands + results of the entry computation's fusions),
+    keyed by kernel name. Fusions XLA deduplicated share one kernel, named after one of them ('.' -> '_'), so a
+    kernel's bytes are those of its whole group."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}\n")]
+    sizes, group_of, group_bytes = {}, {}, collections.Counter()
+    for line in entry.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%(\S+) = (.*?) ([\w-]+)\((.*?)\)(?:, |$)", line)
+        if not m:
+            continue
+        name, shape, op, operands = m.groups()
+        sizes[name] = _shape_bytes(shape)
+        if op == "fusion":
+            dedup = re.search(r'deduplicated_name="([^"]+)"', line)
+            group_of[name] = dedup.group(1) if dedup else name
+            group_bytes[group_of[name]] += sizes[name] + sum(sizes.get(a.strip().lstrip("%"), 0)
+                                                             for a in operands.split(","))
+    return {name.replace(".", "_"): group_bytes[group] for name, group in group_of.items()}
+
+
+def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> list[str]:
+    """Device-time table from the trace's GPU planes (kernels on the stream lines), with the bytes of the fused
+    kernels from the HLO and so their bandwidth."""
+    path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))[-1]
+    by_kernel, seen = collections.Counter(), []
+    for plane in ProfileData.from_file(path).planes:
+        seen.append(f"{plane.name}: {[line.name for line in plane.lines]}")
+        if plane.name.startswith("/device:GPU"):
+            for line in plane.lines:
+                if line.name.startswith("Stream"):
+                    for event in line.events:
+                        by_kernel[event.name] += event.duration_ns
+    total = sum(by_kernel.values())
+    if not total:
+        return ["no GPU kernels in the trace; its planes and lines:"] + seen
+    nbytes = fusion_bytes(hlo)
+    by_class, class_bytes = collections.Counter(), collections.Counter()
+    for kernel, ns in by_kernel.items():
+        by_class[kernel_class(kernel)] += ns
+        class_bytes[kernel_class(kernel)] += nbytes.get(kernel, 0)
+
+    def rate(b, ns):
+        return f"{b / 1e9:.2f} | {b * steps / ns / 1e3:.2f}" if b else "- | -"
+
+    rows = [f"device time per step: {total / steps / 1e6:.2f} ms", "",
+            "| class | ms per step | share | GB per step (fusions) | TB/s |", "|---|---|---|---|---|"]
+    rows += [f"| {c} | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% | {rate(class_bytes[c], ns)} |"
+             for c, ns in by_class.most_common()]
+    rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s |", "|---" * 6 + "|"]
+    rows += [f"| `{k[:80]}` | {kernel_class(k)} | {ns / steps / 1e6:.3f} | {100 * ns / total:.1f}% | "
+             f"{rate(nbytes.get(k, 0), ns)} |" for k, ns in by_kernel.most_common(top)]
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="128", help="configs/dae.py variant")
+    p.add_argument("--ddim-batch", type=int, default=100)
+    p.add_argument("--steps", type=int, default=5, help="traced calls")
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--out", help="keep the trace and the optimized HLO here")
+    args = p.parse_args()
+    config = dae.get_config(args.size)
+    size = config.model.image_size
+    model, _ = build(DAETask(config), config)
+    model.eval()
+    graph, state = nnx.split(model)
+    x = jax.random.normal(jax.random.key(0), (args.ddim_batch, size, size, 3))
+    z = jax.random.normal(jax.random.key(1), (args.ddim_batch, config.model.z_channels))
+    t = jnp.full((args.ddim_batch,), 500, jnp.int32)
+
+    @jax.jit
+    def denoise(state, x, t, z):
+        return nnx.merge(graph, state)(x, t, z)
+
+    compiled = denoise.lower(state, x, t, z).compile()
+    flops = count_flops(denoise, state, x, t, z)
+    jax.block_until_ready(compiled(state, x, t, z))
+    out = args.out or tempfile.mkdtemp()
+    os.makedirs(out, exist_ok=True)
+    hlo = compiled.as_text()
+    with open(os.path.join(out, f"ddim_{args.size}_b{args.ddim_batch}.hlo.txt"), "w") as f:
+        f.write(hlo)
+    jax.profiler.start_trace(out)
+    for _ in range(args.steps):
+        y = compiled(state, x, t, z)
+    jax.block_until_ready(y)
+    jax.profiler.stop_trace()
+    kind = jax.devices()[0].device_kind
+    print(f"DDIM step, {args.size} ({size} px), batch {args.ddim_batch}, {kind}, "
+          f"{flops / args.ddim_batch / 1e9:.1f} GFLOP/img (matmul+conv)")
+    rows = summarize(out, hlo, args.steps, args.top)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+    if peak and rows[0].startswith("device time"):
+        ms = float(rows[0].split(": ")[1].split()[0])
+        rows[0] += f" => {args.ddim_batch / ms * 1e3:.0f} img/s, MFU {100 * flops / (ms * 1e-3) / (peak * 1e12):.1f}%"
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The official PyTorch DiffAE (phizaz/diffae) timed on this machine: the anchors bench/dae.py divides by.
+
+The issue counts the ratio to the official code measured in the same run (the GPU machines are shared and their
+absolute speed moves). Needs torch and a copy of the official code (its model/, choices.py and config_base.py; the
+rest of that repository is not imported) in a scratch folder given by --code; nothing of it is part of this project.
+
+Run (GPU machine): python bench/official.py --code /scratch/diffae --sizes 128 256 --train-batch 32 16
+Training step: encoder + UNet forward/backward with the DDPM eps loss, fp16 autocast + GradScaler, Adam, grad-norm
+clip 1 (what the official FFHQ configs run: Lightning precision 16), eager; its per-step EMA is left out, as in
+ANCHORS.md (so the ratio against our step, which includes the EMA, is conservative). DDIM step: one UNet forward
+at a given z_sem, bf16 autocast + torch.compile (the fastest way to run the official network we know).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+# The official FFHQ autoencoder configs (templates.py: ffhq128_autoenc_base, ffhq256_autoenc)
+CONFIGS = {128: {"channel_mult": (1, 1, 2, 3, 4), "enc_channel_mult": (1, 1, 2, 3, 4, 4)},
+           256: {"channel_mult": (1, 1, 2, 2, 4, 4), "enc_channel_mult": (1, 1, 2, 2, 4, 4, 4)}}
+
+
+def official_model(size: int, device: str) -> torch.nn.Module:
+    from model.unet_autoenc import BeatGANsAutoencConfig   # from --code
+
+    conf = BeatGANsAutoencConfig(
+        image_size=size, in_channels=3, model_channels=128, out_channels=3, num_res_blocks=2, embed_channels=512,
+        attention_resolutions=(16,), dropout=0.1, conv_resample=True, dims=2, num_heads=1, num_head_channels=-1,
+        resblock_updown=True, resnet_two_cond=True, resnet_use_zero_module=True, enc_out_channels=512,
+        enc_pool="adaptivenonzero", enc_num_res_block=2, **CONFIGS[size])
+    return conf.make_model().to(device)
+
+
+def _median_seconds(fn, iters: int, device: str) -> float:
+    """Median seconds of one call after two warm-up calls (compilation, cuDNN autotuning)."""
+    times = []
+    for i in range(iters + 2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def train_ips(size: int, batch: int, iters: int, device: str) -> float:
+    model = official_model(size, device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device, enabled=device == "cuda")
+    x0 = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    betas = torch.linspace(1e-4, 0.02, 1000, device=device, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0).float()
+
+    def step():
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noise = torch.randn_like(x0)
+        a = abar[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with torch.autocast(device, dtype=torch.float16, enabled=device == "cuda"):
+            eps = model(x_t, t, x_start=x0).pred
+            loss = torch.nn.functional.mse_loss(eps.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+
+    return batch / _median_seconds(step, iters, device)
+
+
+def ddim_ips(size: int, batch: int, iters: int, device: str, compile_model: bool) -> float:
+    model = official_model(size, device).eval()
+    net = torch.compile(model) if compile_model else model
+    x = torch.randn(batch, 3, size, size, device=device)
+    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    cond = torch.randn(batch, 512, device=device)
+
+    @torch.inference_mode()
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return net(x, t, cond=cond).pred
+
+    return batch / _median_seconds(step, iters, device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--code", required=True, help="folder with the official model/, choices.py, config_base.py")
+    p.add_argument("--sizes", nargs="+", type=int, default=[128, 256], choices=sorted(CONFIGS))
+    p.add_argument("--train-batch", type=int, nargs="+", default=[32, 16], help="per size (0: skip training)")
+    p.add_argument("--ddim-batch", type=int, default=50, help="0: skip the DDIM step")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--no-compile", action="store_true", help="DDIM step eager (torch.compile needs a C compiler)")
+    p.add_argument("--json", help="also write the numbers here (bench/dae.py reads them)")
+    args = p.parse_args()
+    sys.path.insert(0, args.code)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"official DiffAE, torch {torch.__version__}, {name}")
+    print("| size | params | train batch | train img/s (fp16 AMP eager) | DDIM batch | DDIM img/s (bf16"
+          f"{'' if args.no_compile else ' + torch.compile'}) |\n" + "|---" * 6 + "|")
+    results = {}
+    for size, batch in zip(args.sizes, args.train_batch):
+        params = sum(p.numel() for p in official_model(size, "cpu").parameters())
+        train = train_ips(size, batch, args.iters, device) if batch else None
+        ddim = ddim_ips(size, args.ddim_batch, args.iters, device, not args.no_compile) if args.ddim_batch else None
+        results[size] = {"params": params, "train_batch": batch, "train": train, "ddim_batch": args.ddim_batch,
+                         "ddim": ddim, "device": name, "torch": torch.__version__}
+        fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+        print(f"| {size} | {params / 1e6:.1f} M | {batch} | {fmt(train)} | {args.ddim_batch} | {fmt(ddim)} |",
+              flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
