@@ -80,3 +80,26 @@ def test_host_drawn_lecun_normal_has_flax_distribution_and_depends_only_on_the_k
     assert not np.array_equal(x, np.asarray(lecun_normal(jax.random.key(1), shape)))
     traced = jax.eval_shape(lambda k: lecun_normal(k, shape), jax.random.key(0))
     assert traced.shape == shape and traced.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("channels", [64, 96, 256, 48])   # 48: gcd(32, 48) = 16 groups
+def test_group_norm_matches_the_textbook_definition(channels):
+    """GroupNorm32 computes its statistics per channel first (bench/kernel_time.py: faster on the GPU); it must equal
+    (x - mean_group) / sqrt(var_group + 1e-5) * gamma + beta, fp32 (atol 2e-5 on outputs of magnitude ~10), with the
+    parameters under flax GroupNorm's names (checkpoints and the converter use them)."""
+    from daetalker_jax.models.layers import GroupNorm32
+
+    norm = GroupNorm32(channels, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(channels)
+    gamma, beta = rng.normal(size=channels), rng.normal(size=channels)
+    norm.norm.scale[...], norm.norm.bias[...] = jnp.asarray(gamma, jnp.float32), jnp.asarray(beta, jnp.float32)
+    x = rng.normal(3.0, 2.0, size=(2, 8, 8, channels))
+    groups = np.gcd(32, channels)
+    g = x.reshape(2, 8, 8, groups, channels // groups)
+    mean, var = g.mean(axis=(1, 2, 4), keepdims=True), g.var(axis=(1, 2, 4), keepdims=True)
+    want = ((g - mean) / np.sqrt(var + 1e-5)).reshape(x.shape) * gamma + beta
+    got = norm(jnp.asarray(x, jnp.float32))
+    assert got.dtype == jnp.float32 and float(np.abs(np.asarray(got) - want).max()) < 2e-5
+    assert sorted(nnx.to_pure_dict(nnx.state(norm, nnx.Param))["norm"]) == ["bias", "scale"]
+    half = norm(jnp.asarray(x, jnp.bfloat16))
+    assert half.dtype == jnp.bfloat16

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from daetalker_jax.models.norm_kernels import channel_affine, channel_moments
+
 _LECUN = nnx.initializers.lecun_normal()
 _TRUNCATED_STD = 0.87962566103423978   # std of a unit normal truncated to [-2, 2]
 
@@ -60,8 +62,24 @@ class GroupNorm32(nnx.Module):
         self.norm = nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-5, dtype=jnp.float32,
                                   param_dtype=jnp.float32, scale_init=ones, bias_init=zeros, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.norm(x.astype(jnp.float32)).astype(x.dtype)
+    def __call__(self, x: jax.Array, scale: jax.Array | None = None, shift: jax.Array | None = None,
+                 silu: bool = False) -> jax.Array:
+        """GN(x) [* scale + shift] [then SiLU], scale/shift (B, C) per image (AdaGN). The normalisation and the
+        modulation fold into one per-(image, channel) affine, so the whole op is two passes over x: per-channel
+        moments (then per group), and silu(x * a + b) (models/norm_kernels.py: Pallas kernels on a GPU).
+        Variance as E[x^2] - E[x]^2 in fp32, as flax's default."""
+        b, c = x.shape[0], x.shape[-1]
+        groups, per_group = self.norm.num_groups, c // self.norm.num_groups
+        flat = x.reshape(b, -1, c)
+        total, squares = channel_moments(flat)
+        count = flat.shape[1] * per_group
+        mean = total.reshape(b, groups, per_group).sum(-1) / count
+        var = jnp.maximum(squares.reshape(b, groups, per_group).sum(-1) / count - jnp.square(mean), 0.0)
+        inv = jnp.repeat(jax.lax.rsqrt(var + self.norm.epsilon), per_group, axis=1) * self.norm.scale[...]
+        a, offset = inv, self.norm.bias[...] - jnp.repeat(mean, per_group, axis=1) * inv
+        if scale is not None:
+            a, offset = a * scale, offset * scale + shift
+        return channel_affine(flat, a, offset, silu).reshape(x.shape)
 
 
 def conv(cin: int, cout: int, k: int, *, dtype, rngs: nnx.Rngs, zero: bool = False) -> nnx.Conv:
@@ -106,15 +124,15 @@ class ResBlock(nnx.Module):
         self.skip = conv(cin, cout, 1, dtype=dtype, rngs=rngs) if cin != cout else None
 
     def __call__(self, x: jax.Array, emb: jax.Array | None = None, cond: jax.Array | None = None) -> jax.Array:
-        h = nnx.silu(self.in_norm(x))
+        h = self.in_norm(x, silu=True)
         h = self.in_conv(_resample(h, self.resample))
         x = _resample(x, self.resample)
         if self.conditioned:
-            t_scale, t_shift = jnp.split(self.emb(nnx.silu(emb)).astype(h.dtype), 2, axis=-1)
-            z_scale = self.cond(nnx.silu(cond)).astype(h.dtype)
-            h = self.out_norm(h) * (1 + t_scale[:, None, None]) + t_shift[:, None, None]
-            h = h * (1 + z_scale[:, None, None])
-            h = self.out_conv(self.dropout(nnx.silu(h)))
+            t_scale, t_shift = jnp.split(self.emb(nnx.silu(emb)).astype(jnp.float32), 2, axis=-1)
+            z_scale = 1 + self.cond(nnx.silu(cond)).astype(jnp.float32)
+            # (GN(h) * (1 + t_scale) + t_shift) * (1 + z_scale), then SiLU, in one pass
+            h = self.out_norm(h, scale=(1 + t_scale) * z_scale, shift=t_shift * z_scale, silu=True)
+            h = self.out_conv(self.dropout(h))
         return (x if self.skip is None else self.skip(x)) + h
 
 

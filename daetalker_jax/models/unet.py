@@ -99,7 +99,7 @@ class SemanticEncoder(nnx.Module):
         for stage in self.stages:
             h = stage(h)
         h = self.middle[2](self.middle[1](self.middle[0](h)))
-        h = nnx.silu(self.out_norm(h)).astype(jnp.float32).mean(axis=(1, 2))
+        h = self.out_norm(h, silu=True).astype(jnp.float32).mean(axis=(1, 2))
         return self.out(h.astype(self.dtype)).astype(jnp.float32)
 
 
@@ -147,7 +147,7 @@ class UNet(nnx.Module):
             for _ in range(self.cfg.num_res_blocks + 1):
                 h = self.stages_out[k](jnp.concatenate([h, skips[level].pop()], axis=-1), emb, cond)
                 k += 1
-        return self.out_conv(nnx.silu(self.out_norm(h))).astype(jnp.float32)
+        return self.out_conv(self.out_norm(h, silu=True)).astype(jnp.float32)
 
 
 class DiffAE(nnx.Module):
