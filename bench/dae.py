@@ -147,6 +147,8 @@ def main() -> None:
                    "the JSON that `bench/official.py --json` wrote in this session")
     p.add_argument("--official-ddim-batch", type=int, default=50)
     args = p.parse_args()
+    if len(args.train_batch) != len(args.sizes):
+        p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
     anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})

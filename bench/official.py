@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -103,6 +104,13 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="DDIM step eager (torch.compile needs a C compiler)")
     p.add_argument("--json", help="also write the numbers here (bench/dae.py reads them)")
     args = p.parse_args()
+    if len(args.train_batch) != len(args.sizes):
+        p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
+    missing = [f for f in ("model/unet_autoenc.py", "choices.py", "config_base.py")
+               if not os.path.isfile(os.path.join(args.code, f))]
+    if missing:
+        p.error(f"--code {args.code}: missing {', '.join(missing)}; copy model/, choices.py and config_base.py of "
+                "a phizaz/diffae checkout there")
     sys.path.insert(0, args.code)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True
