@@ -84,7 +84,7 @@ def test_host_drawn_lecun_normal_has_flax_distribution_and_depends_only_on_the_k
 
 @pytest.mark.parametrize("channels", [64, 96, 256, 48])   # 48: gcd(32, 48) = 16 groups
 def test_group_norm_matches_the_textbook_definition(channels):
-    """GroupNorm32 computes its statistics per channel first (bench/kernel_time.py: faster on the GPU); it must equal
+    """GroupNorm32 computes its statistics per channel first (models/norm_kernels.py: faster on the GPU); it must equal
     (x - mean_group) / sqrt(var_group + 1e-5) * gamma + beta, fp32 (atol 2e-5 on outputs of magnitude ~10), with the
     parameters under flax GroupNorm's names (checkpoints and the converter use them)."""
     from daetalker_jax.models.layers import GroupNorm32
