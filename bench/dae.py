@@ -28,7 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import dae
 from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.base import PEAK_TFLOPS, build, make_mesh, train_step
+from daetalker_jax.trainers.base import build, make_mesh, peak_tflops, train_step
 from daetalker_jax.trainers.dae import DAETask
 from daetalker_jax.trainers.packing import packings
 
@@ -59,15 +59,14 @@ def _compile(jitted, *args):
 def official_anchors(code: str, sizes: list[int], ddim_batch: int, iters: int) -> tuple[dict, dict]:
     """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, or
     reads the JSON such a run wrote (to compare several variants against one measurement)."""
-    if code.endswith(".json"):   # the numbers of an earlier `bench/official.py --json` in this session
-        with open(code) as f:
-            measured = {int(k): v for k, v in json.load(f).items()}
-        return {s: v["train"] for s, v in measured.items()}, {s: v["ddim"] for s, v in measured.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "official.json")
-        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
-                        "--sizes", *map(str, sizes), "--train-batch", *(str(OFFICIAL_TRAIN_BATCH[s]) for s in sizes),
-                        "--ddim-batch", str(ddim_batch), "--iters", str(iters), "--json", out], check=True)
+        out = code   # the numbers of an earlier `bench/official.py --json` in this session
+        if not code.endswith(".json"):
+            out = os.path.join(tmp, "official.json")
+            batches = [str(OFFICIAL_TRAIN_BATCH[s]) for s in sizes]
+            subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
+                            "--sizes", *map(str, sizes), "--train-batch", *batches, "--ddim-batch", str(ddim_batch),
+                            "--iters", str(iters), "--json", out], check=True)
         with open(out) as f:
             measured = {int(k): v for k, v in json.load(f).items()}
     return {s: v["train"] for s, v in measured.items()}, {s: v["ddim"] for s, v in measured.items()}
@@ -153,9 +152,8 @@ def main() -> None:
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
         anchors, source = official_anchors(args.official, paper, args.official_ddim_batch, args.iters), "this run"
-    kind = jax.devices()[0].device_kind
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
-    print(f"devices: {kind} x {jax.device_count()}, jax {jax.__version__}")
+    peak = peak_tflops()
+    print(f"devices: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
     print(f"| measurement | batch | img/s | MFU | official img/s ({source}) | ratio | compile s |\n" + "|---" * 7 + "|")
     for size, batch in zip(args.sizes, args.train_batch):

@@ -24,7 +24,7 @@ from jax.profiler import ProfileData
 
 from configs import dae
 from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.base import PEAK_TFLOPS, build
+from daetalker_jax.trainers.base import build, peak_tflops
 from daetalker_jax.trainers.dae import DAETask
 
 
@@ -77,9 +77,9 @@ def fusion_bytes(hlo: str) -> dict[str, int]:
     return {name.replace(".", "_"): group_bytes[group] for name, group in group_of.items()}
 
 
-def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> list[str]:
-    """Device-time table from the trace's GPU planes (kernels on the stream lines), with the bytes of the fused
-    kernels from the HLO and so their bandwidth."""
+def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | None, list[str]]:
+    """GPU ms per step and a table from the trace's GPU planes (kernels on the stream lines), with the bytes of
+    the fused kernels from the HLO and so their bandwidth; None and the planes seen if the trace has no GPU."""
     path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))[-1]
     by_kernel, seen = collections.Counter(), []
     for plane in ProfileData.from_file(path).planes:
@@ -91,7 +91,7 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> list[str]:
                         by_kernel[event.name] += event.duration_ns
     total = sum(by_kernel.values())
     if not total:
-        return ["no GPU kernels in the trace; its planes and lines:"] + seen
+        return None, ["no GPU kernels in the trace; its planes and lines:"] + seen
     nbytes = fusion_bytes(hlo)
     by_class, class_bytes = collections.Counter(), collections.Counter()
     for kernel, ns in by_kernel.items():
@@ -101,14 +101,13 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> list[str]:
     def rate(b, ns):
         return f"{b / 1e9:.2f} | {b * steps / ns / 1e3:.2f}" if b else "- | -"
 
-    rows = [f"device time per step: {total / steps / 1e6:.2f} ms", "",
-            "| class | ms per step | share | GB per step (fusions) | TB/s |", "|---|---|---|---|---|"]
+    rows = ["| class | ms per step | share | GB per step (fusions) | TB/s |", "|---|---|---|---|---|"]
     rows += [f"| {c} | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% | {rate(class_bytes[c], ns)} |"
              for c, ns in by_class.most_common()]
     rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s |", "|---" * 6 + "|"]
     rows += [f"| `{k[:80]}` | {kernel_class(k)} | {ns / steps / 1e6:.3f} | {100 * ns / total:.1f}% | "
              f"{rate(nbytes.get(k, 0), ns)} |" for k, ns in by_kernel.most_common(top)]
-    return rows
+    return total / steps / 1e6, rows
 
 
 def main() -> None:
@@ -135,24 +134,25 @@ def main() -> None:
     compiled = denoise.lower(state, x, t, z).compile()
     flops = count_flops(denoise, state, x, t, z)
     jax.block_until_ready(compiled(state, x, t, z))
-    out = args.out or tempfile.mkdtemp()
-    os.makedirs(out, exist_ok=True)
-    hlo = compiled.as_text()
-    with open(os.path.join(out, f"ddim_{args.size}_b{args.ddim_batch}.hlo.txt"), "w") as f:
-        f.write(hlo)
-    jax.profiler.start_trace(out)
-    for _ in range(args.steps):
-        y = compiled(state, x, t, z)
-    jax.block_until_ready(y)
-    jax.profiler.stop_trace()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or tmp
+        os.makedirs(out, exist_ok=True)
+        hlo = compiled.as_text()
+        with open(os.path.join(out, f"ddim_{args.size}_b{args.ddim_batch}.hlo.txt"), "w") as f:
+            f.write(hlo)
+        jax.profiler.start_trace(out)
+        for _ in range(args.steps):
+            y = compiled(state, x, t, z)
+        jax.block_until_ready(y)
+        jax.profiler.stop_trace()
+        ms, rows = summarize(out, hlo, args.steps, args.top)
     kind = jax.devices()[0].device_kind
     print(f"DDIM step, {args.size} ({size} px), batch {args.ddim_batch}, {kind}, "
           f"{flops / args.ddim_batch / 1e9:.1f} GFLOP/img (matmul+conv)")
-    rows = summarize(out, hlo, args.steps, args.top)
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
-    if peak and rows[0].startswith("device time"):
-        ms = float(rows[0].split(": ")[1].split()[0])
-        rows[0] += f" => {args.ddim_batch / ms * 1e3:.0f} img/s, MFU {100 * flops / (ms * 1e-3) / (peak * 1e12):.1f}%"
+    if ms is not None:
+        line = f"device time per step: {ms:.2f} ms => {args.ddim_batch / ms * 1e3:.0f} img/s"
+        peak = peak_tflops()
+        print(line + (f", MFU {100 * flops / (ms * 1e-3) / (peak * 1e12):.1f}%" if peak else "") + "\n")
     print("\n".join(rows))
 
 

@@ -56,7 +56,8 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
 class GroupNorm32(nnx.Module):
     """GroupNorm(32) computed in fp32, returned in the compute dtype. Narrow models whose channel counts
     (skip concatenations included) are not multiples of 32 use the largest group count dividing C,
-    gcd(32, C); every official DiffAE layer has C % 32 == 0 and so keeps 32 groups."""
+    gcd(32, C); every official DiffAE layer has C % 32 == 0 and so keeps 32 groups. The flax GroupNorm only holds
+    the parameters (their names are what checkpoints and the converter use); `__call__` computes the norm itself."""
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
         self.norm = nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-5, dtype=jnp.float32,

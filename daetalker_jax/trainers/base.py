@@ -34,6 +34,12 @@ from daetalker_jax.trainers.packing import packings
 PEAK_TFLOPS = {"H100": 801.0, "H200": 788.0}
 
 
+def peak_tflops() -> float | None:
+    """The bf16 matmul ceiling MFU is quoted against (ANCHORS.md), for the first device's kind; None if unknown."""
+    kind = jax.devices()[0].device_kind
+    return next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+
+
 class Task(Protocol):
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         """The architecture alone (also used to load a trained model without its data)."""
@@ -351,8 +357,7 @@ class Trainer:
                             f"step {last}. Lower the learning rate or check the data, then rerun to resume.")
 
     def _mfu(self, batch: dict, seconds_per_step: float) -> float | None:
-        kind = jax.devices()[0].device_kind
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+        peak = peak_tflops()
         if peak is None:
             return None
         if not hasattr(self, "_flops"):
