@@ -1,9 +1,10 @@
-"""Where a DiffAE step's GPU time goes: a jax.profiler trace of the DDIM step (one UNet forward) or of the
-training step, summed per kernel class and per HLO op.
+"""Where the DDIM step's GPU time goes: a jax.profiler trace of one UNet forward, summed per kernel class and
+per kernel.
 
-Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--train-batch 0] [--out DIR]
-Prints the device time per class (convolutions, matmuls, fusions, copies), then the kernels with the most time; for
-XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their bandwidth.
+Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--out DIR]
+Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), then the kernels with the most
+time; for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
+bandwidth.
 With --out, keeps the trace (TensorBoard / xprof) and the optimized HLO, to look the fused kernels up.
 """
 
