@@ -1,13 +1,16 @@
 """GroupNorm's two memory-bound passes at the UNet's largest activations: XLA's fusions against the Pallas
-kernels of daetalker_jax/models/norm_kernels.py, over tile sizes (how their ROWS and splits were chosen).
+kernels of daetalker_jax/models/norm_kernels.py, over tile sizes (how their ROWS, SPLITS and WARPS were chosen).
 
 bench/kernel_time.py shows the 128 px DDIM step spending ~42% of its time in GroupNorm statistics and in the
 normalise + AdaGN + SiLU pass, at 2.1-2.8 TB/s where the card streams ~4.8 TB/s; the convolutions already run at
 ~87% of the bf16 peak. This measures, on the level-0 shapes, how much a hand-written kernel could gain:
   stats: per-(image, channel) sum and sum of squares over the positions (a column reduction in NHWC);
-  apply: y = silu(x * scale[b, c] + shift[b, c]) in fp32, written in bf16 (GroupNorm + AdaGN folded per channel).
+  apply: y = silu(x * scale[b, c] + shift[b, c]) in fp32, written in bf16 (GroupNorm + AdaGN folded per channel);
+  concat: the decoder's apply on [h, skip] (two inputs of `channels` each), writing the normalised and the raw
+  concatenation.
 
-Run (GPU machine): python bench/norm_kernels.py [--batch 100] [--size 128] [--channels 128 256]
+Run (GPU machine): python bench/norm_kernels.py [--batch 100] [--size 128] [--channels 128 256] [--splits 4 8]
+[--warps 4 8] (Triton's default is 4 warps per program)
 On the CPU (`--interpret`) it only checks that the Pallas kernels agree with the jnp reference.
 """
 
@@ -20,7 +23,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from daetalker_jax.models.norm_kernels import affine_jnp, affine_pallas, moments_jnp, moments_pallas
+from daetalker_jax.models.norm_kernels import (affine_jnp, affine_pallas, concat_affine_jnp, concat_affine_pallas,
+                                               moments_jnp, moments_pallas)
 
 
 def _seconds(fn, *args, iters: int) -> float:
@@ -38,6 +42,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--channels", type=int, nargs="+", default=[128, 256])
     p.add_argument("--rows", type=int, nargs="+", default=[32, 64, 128], help="Pallas tile rows to try")
+    p.add_argument("--splits", type=int, nargs="+", default=[4, 16], help="moments: programs per image to try")
+    p.add_argument("--warps", type=int, nargs="+", default=[4, 8], help="warps per program to try")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--interpret", action="store_true", help="CPU: check the kernels, no timing")
     args = p.parse_args()
@@ -48,16 +54,27 @@ def main() -> None:
         x = jax.random.normal(key, (args.batch, args.size * args.size, c), jnp.bfloat16)
         scale = jax.random.uniform(jax.random.key(1), (args.batch, c), jnp.float32, 0.5, 1.5)
         shift = jax.random.normal(jax.random.key(2), (args.batch, c), jnp.float32)
-        moved = {"stats": x.nbytes + 2 * scale.nbytes, "apply": 2 * x.nbytes + 2 * scale.nbytes}
+        skip = (x[::-1] * 0.5).astype(x.dtype)
+        wide = [jnp.concatenate([v, v[:, ::-1]], -1) for v in (scale, shift)]
+        moved = {"stats": x.nbytes + 2 * scale.nbytes, "apply": 2 * x.nbytes + 2 * scale.nbytes,
+                 "concat": 6 * x.nbytes + 4 * scale.nbytes}
         xla_apply = jax.jit(functools.partial(affine_jnp, silu=True))
-        ref = {"stats": jax.jit(moments_jnp)(x), "apply": xla_apply(x, scale, shift)}
-        candidates = [("stats", "XLA", jax.jit(moments_jnp), (x,)), ("apply", "XLA", xla_apply, (x, scale, shift))]
+        xla_concat = jax.jit(functools.partial(concat_affine_jnp, silu=True))
+        ref = {"stats": jax.jit(moments_jnp)(x), "apply": xla_apply(x, scale, shift),
+               "concat": xla_concat(x, skip, *wide)}
+        candidates = [("stats", "XLA", jax.jit(moments_jnp), (x,)), ("apply", "XLA", xla_apply, (x, scale, shift)),
+                      ("concat", "XLA", xla_concat, (x, skip, *wide))]
         for rows in args.rows:
-            for splits in (4, 8):
-                fn = jax.jit(functools.partial(moments_pallas, splits=splits, rows=rows, interpret=args.interpret))
-                candidates.append(("stats", f"Pallas {rows} rows, {splits} splits", fn, (x,)))
-            fn = jax.jit(functools.partial(affine_pallas, silu=True, rows=rows, interpret=args.interpret))
-            candidates.append(("apply", f"Pallas {rows} rows", fn, (x, scale, shift)))
+            for warps in args.warps:
+                tag = f"Pallas {rows} rows, {warps} warps"
+                for splits in args.splits:
+                    fn = jax.jit(functools.partial(moments_pallas, splits=splits, rows=rows, warps=warps,
+                                                   interpret=args.interpret))
+                    candidates.append(("stats", f"{tag}, {splits} splits", fn, (x,)))
+                opts = {"silu": True, "rows": rows, "warps": warps, "interpret": args.interpret}
+                candidates.append(("apply", tag, jax.jit(functools.partial(affine_pallas, **opts)), (x, scale, shift)))
+                candidates.append(("concat", tag, jax.jit(functools.partial(concat_affine_pallas, **opts)),
+                                   (x, skip, *wide)))
         for name, impl, fn, fn_args in candidates:
             try:
                 out = fn(*fn_args)

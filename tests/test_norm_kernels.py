@@ -62,3 +62,37 @@ def test_other_backends_and_shapes_take_the_jnp_path():
     x = jnp.zeros((1, 1024, 128), jnp.bfloat16)
     assert not nk.pallas_ok(x)                                                 # CPU backend here
     assert not nk.pallas_ok(jnp.zeros((1, 1024, 384))) and not nk.pallas_ok(jnp.zeros((1, 96, 128)))
+
+
+@pytest.mark.parametrize("channels", [128, 256])
+def test_concat_kernel_writes_both_concatenations(channels):
+    """The decoder's two-input pass: the raw concatenation is an exact copy of the parts, and the normalised one
+    equals the jnp maths on that concatenation (atol 1/64, as above)."""
+    h, a, b = _inputs(channels)
+    s = (h.astype(jnp.float32) * -0.5 + 1).astype(jnp.bfloat16)
+    a2, b2 = jnp.concatenate([a, a[:, ::-1]], -1), jnp.concatenate([b, -b], -1)
+    for silu in (True, False):
+        y, raw = nk.concat_affine_pallas(h, s, a2, b2, silu, interpret=True)
+        ref_y, ref_raw = nk.concat_affine_jnp(h, s, a2, b2, silu)
+        assert y.shape == raw.shape == (2, 1024, 2 * channels) and y.dtype == raw.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(raw, np.float32), np.asarray(ref_raw, np.float32))
+        np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
+
+
+def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
+    """Both outputs carry gradient (the normalised one through the affine, the raw one straight to the parts);
+    fp32, rtol 1e-5."""
+    h, a, b = _inputs(128)
+    h = h.astype(jnp.float32)
+    s = h[:, ::-1] * 0.5
+    a2, b2 = jnp.concatenate([a, a], -1), jnp.concatenate([b, -b], -1)
+    wy, wr = jax.random.normal(jax.random.key(9), (2, 2, 1024, 256))
+
+    def loss(fn, h, s, a, b):
+        y, raw = fn(h, s, a, b)
+        return (wy * y).sum() + (wr * raw).sum()
+
+    got = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.concat_affine(*v, True, True), h, s, a2, b2)
+    want = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.concat_affine_jnp(*v, True), h, s, a2, b2)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from daetalker_jax.models.norm_kernels import channel_affine, channel_moments
+from daetalker_jax.models.norm_kernels import channel_affine, channel_moments, concat_affine
 
 _LECUN = nnx.initializers.lecun_normal()
 _TRUNCATED_STD = 0.87962566103423978   # std of a unit normal truncated to [-2, 2]
@@ -67,20 +67,35 @@ class GroupNorm32(nnx.Module):
                  silu: bool = False) -> jax.Array:
         """GN(x) [* scale + shift] [then SiLU], scale/shift (B, C) per image (AdaGN). The normalisation and the
         modulation fold into one per-(image, channel) affine, so the whole op is two passes over x: per-channel
-        moments (then per group), and silu(x * a + b) (models/norm_kernels.py: Pallas kernels on a GPU).
-        Variance as E[x^2] - E[x]^2 in fp32, as flax's default."""
-        b, c = x.shape[0], x.shape[-1]
+        moments (then per group), and silu(x * a + b) (models/norm_kernels.py: Pallas kernels on a GPU)."""
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        a, offset = self._affine(channel_moments(flat), flat.shape[1], scale, shift)
+        return channel_affine(flat, a, offset, silu).reshape(x.shape)
+
+    def concat(self, h: jax.Array, skip: jax.Array, silu: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(GN([h, skip]) [then SiLU], [h, skip]) without an intermediate concatenation: the moments of h and
+        skip are taken apart (skip's are the ones its encoder consumer computed) and one pass writes both
+        concatenations (the raw one feeds the UNet decoder's 1x1 skip convolution)."""
+        parts = [v.reshape(v.shape[0], -1, v.shape[-1]) for v in (h, skip)]
+        moments = [jnp.concatenate(m, axis=-1) for m in zip(*map(channel_moments, parts))]
+        a, offset = self._affine(moments, parts[0].shape[1], None, None)
+        shape = h.shape[:-1] + (h.shape[-1] + skip.shape[-1],)
+        return tuple(v.reshape(shape) for v in concat_affine(*parts, a, offset, silu))
+
+    def _affine(self, moments, positions: int, scale, shift) -> tuple[jax.Array, jax.Array]:
+        """Per-channel sums -> (a, b) of GN(x) [* scale + shift] = x * a + b. Variance as E[x^2] - E[x]^2 in
+        fp32, as flax's default."""
+        total, squares = moments
+        b, c = total.shape
         groups, per_group = self.norm.num_groups, c // self.norm.num_groups
-        flat = x.reshape(b, -1, c)
-        total, squares = channel_moments(flat)
-        count = flat.shape[1] * per_group
+        count = positions * per_group
         mean = total.reshape(b, groups, per_group).sum(-1) / count
         var = jnp.maximum(squares.reshape(b, groups, per_group).sum(-1) / count - jnp.square(mean), 0.0)
         inv = jnp.repeat(jax.lax.rsqrt(var + self.norm.epsilon), per_group, axis=1) * self.norm.scale[...]
         a, offset = inv, self.norm.bias[...] - jnp.repeat(mean, per_group, axis=1) * inv
         if scale is not None:
             a, offset = a * scale, offset * scale + shift
-        return channel_affine(flat, a, offset, silu).reshape(x.shape)
+        return a, offset
 
 
 def conv(cin: int, cout: int, k: int, *, dtype, rngs: nnx.Rngs, zero: bool = False) -> nnx.Conv:
@@ -124,8 +139,13 @@ class ResBlock(nnx.Module):
             self.out_conv = conv(cout, cout, 3, dtype=dtype, rngs=rngs, zero=True)
         self.skip = conv(cin, cout, 1, dtype=dtype, rngs=rngs) if cin != cout else None
 
-    def __call__(self, x: jax.Array, emb: jax.Array | None = None, cond: jax.Array | None = None) -> jax.Array:
-        h = self.in_norm(x, silu=True)
+    def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array], emb: jax.Array | None = None,
+                 cond: jax.Array | None = None) -> jax.Array:
+        """x: the input, or (h, skip) to be concatenated (the UNet decoder)."""
+        if isinstance(x, tuple):
+            h, x = self.in_norm.concat(*x, silu=True)
+        else:
+            h = self.in_norm(x, silu=True)
         h = self.in_conv(_resample(h, self.resample))
         x = _resample(x, self.resample)
         if self.conditioned:

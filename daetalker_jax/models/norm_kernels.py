@@ -15,12 +15,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
-ROWS = 32   # positions per tile (bench/norm_kernels.py: 32 beat 64 and 128 at 128 and 256 channels)
-
-
-def _splits(channels: int) -> int:
-    return 4 if channels <= 128 else 8   # programs per image for the moments (bench/norm_kernels.py)
+# Tiles, from bench/norm_kernels.py on an H200 (RESULTS.md): 32 positions per tile beat 64 and 128; 8 warps per
+# program beat Triton's default 4 (apply 3.51 -> 3.64 TB/s at 128 channels, moments 3.07 -> 3.58 at 256 with 16
+# programs per image instead of 8).
+ROWS = 32     # positions per tile
+SPLITS = 16   # programs per image for the moments
+WARPS = 8
 
 
 def pallas_ok(x: jax.Array) -> bool:
@@ -29,14 +31,17 @@ def pallas_ok(x: jax.Array) -> bool:
     measured tile shape."""
     _, p, c = x.shape
     return (jax.default_backend() == "gpu" and jax.device_count() == 1 and c in (128, 256)
-            and p % (ROWS * _splits(c)) == 0)
+            and p % (ROWS * SPLITS) == 0)
 
 
-def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int | None = None,
+def _params(warps: int | None) -> plgpu.CompilerParams | None:
+    return plgpu.CompilerParams(num_warps=warps) if warps else None
+
+
+def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int = SPLITS, warps: int | None = WARPS,
                    interpret: bool = False) -> tuple[jax.Array, jax.Array]:
     """Grid (image, split): each program sums `rows` x C tiles over P / splits positions."""
     b, p, c = x.shape
-    splits = splits or _splits(c)
     chunk = p // splits
 
     def kernel(x_ref, s1_ref, s2_ref):
@@ -53,7 +58,7 @@ def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int | None = None,
     part = pl.BlockSpec((None, None, c), lambda i, j: (i, j, 0))
     s1, s2 = pl.pallas_call(kernel, out_shape=(out, out), grid=(b, splits),
                             in_specs=[pl.BlockSpec((None, chunk, c), lambda i, j: (i, j, 0))],
-                            out_specs=(part, part), interpret=interpret)(x)
+                            out_specs=(part, part), compiler_params=_params(warps), interpret=interpret)(x)
     return s1.sum(1), s2.sum(1)
 
 
@@ -80,24 +85,29 @@ def _moments_bwd(interpret, x, grads):
 channel_moments.defvjp(_moments_fwd, _moments_bwd)
 
 
+def _silu_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Array:
+    """x (..., P, C) * a + b with a, b (..., C), in fp32, then SiLU if `silu` (the kernels' and jnp's maths)."""
+    y = x.astype(jnp.float32) * a[..., None, :] + b[..., None, :]
+    return y * jax.nn.sigmoid(y) if silu else y
+
+
 def affine_pallas(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
-                  interpret: bool = False) -> jax.Array:
+                  warps: int | None = WARPS, interpret: bool = False) -> jax.Array:
     """Grid (image, tile of `rows` positions)."""
     n, p, c = x.shape
 
     def kernel(x_ref, a_ref, b_ref, o_ref):
-        y = x_ref[...].astype(jnp.float32) * a_ref[...][None] + b_ref[...][None]
-        o_ref[...] = (y * jax.nn.sigmoid(y) if silu else y).astype(o_ref.dtype)
+        o_ref[...] = _silu_affine(x_ref[...], a_ref[...], b_ref[...], silu).astype(o_ref.dtype)
 
     tile = pl.BlockSpec((None, rows, c), lambda i, j: (i, j, 0))
     per_image = pl.BlockSpec((None, c), lambda i, j: (i, 0))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(n, p // rows),
-                          in_specs=[tile, per_image, per_image], out_specs=tile, interpret=interpret)(x, a, b)
+                          in_specs=[tile, per_image, per_image], out_specs=tile, compiler_params=_params(warps),
+                          interpret=interpret)(x, a, b)
 
 
 def affine_jnp(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Array:
-    y = x.astype(jnp.float32) * a[:, None] + b[:, None]
-    return (y * jax.nn.sigmoid(y) if silu else y).astype(x.dtype)
+    return _silu_affine(x, a, b, silu).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -111,14 +121,81 @@ def _affine_fwd(x, a, b, silu, interpret):
     return channel_affine(x, a, b, silu, interpret), (x, a, b)
 
 
-def _affine_bwd(silu, interpret, res, g):
-    x, a, b = res
+def _affine_grads(x, a, b, g, silu):
+    """(dx in fp32, da, db) of y = [silu](x * a + b)."""
     xf, gf = x.astype(jnp.float32), g.astype(jnp.float32)
     if silu:
         u = xf * a[:, None] + b[:, None]
         sig = jax.nn.sigmoid(u)
         gf = gf * sig * (1 + u * (1 - sig))
-    return (gf * a[:, None]).astype(x.dtype), (gf * xf).sum(1), gf.sum(1)
+    return gf * a[:, None], (gf * xf).sum(1), gf.sum(1)
+
+
+def _affine_bwd(silu, interpret, res, g):
+    x, a, b = res
+    dx, da, db = _affine_grads(x, a, b, g, silu)
+    return dx.astype(x.dtype), da, db
 
 
 channel_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+# The UNet's decoder normalises concatenations [h, skip] and also needs the raw concatenation (its 1x1 skip
+# convolution). One kernel reads both parts once and writes both concatenations; XLA's concatenation copy, and the
+# statistics pass over it, go away (the parts' moments are taken separately, and the skip's are the ones its
+# encoder consumer already computed: XLA merges the identical kernel calls).
+
+def concat_ok(parts: tuple[jax.Array, ...]) -> bool:
+    """Whether two parts (B, P, c) of equal measured width get the two-input Pallas kernel."""
+    return len(parts) == 2 and parts[0].shape == parts[1].shape and pallas_ok(parts[0])
+
+
+def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
+                         warps: int | None = WARPS, interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(affine of [h, s], [h, s]) for h, s (B, P, c); grid (image, tile of `rows` positions)."""
+    n, p, c = h.shape
+
+    def kernel(h_ref, s_ref, a_ref, b_ref, y_ref, r_ref):
+        for part, ref in enumerate((h_ref, s_ref)):
+            x, cols = ref[...], pl.ds(part * c, c)
+            r_ref[:, cols] = x
+            y_ref[:, cols] = _silu_affine(x, a_ref[cols], b_ref[cols], silu).astype(y_ref.dtype)
+
+    tile = pl.BlockSpec((None, rows, c), lambda i, j: (i, j, 0))
+    wide = pl.BlockSpec((None, rows, 2 * c), lambda i, j: (i, j, 0))
+    per_image = pl.BlockSpec((None, 2 * c), lambda i, j: (i, 0))
+    out = jax.ShapeDtypeStruct((n, p, 2 * c), h.dtype)
+    return pl.pallas_call(kernel, out_shape=(out, out), grid=(n, p // rows),
+                          in_specs=[tile, tile, per_image, per_image], out_specs=(wide, wide),
+                          compiler_params=_params(warps), interpret=interpret)(h, s, a, b)
+
+
+def concat_affine_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array,
+                      silu: bool) -> tuple[jax.Array, jax.Array]:
+    raw = jnp.concatenate([h, s], axis=-1)
+    return affine_jnp(raw, a, b, silu), raw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def concat_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool,
+                  interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """([silu]([h, s] * a + b), [h, s]) per (image, channel); h, s (B, P, c_h / c_s), a, b (B, c_h + c_s) fp32."""
+    if interpret or concat_ok((h, s)):
+        return concat_affine_pallas(h, s, a, b, silu, interpret=interpret)
+    return concat_affine_jnp(h, s, a, b, silu)
+
+
+def _concat_fwd(h, s, a, b, silu, interpret):
+    return concat_affine(h, s, a, b, silu, interpret), (h, s, a, b)
+
+
+def _concat_bwd(silu, interpret, res, grads):
+    h, s, a, b = res
+    g_y, g_raw = grads
+    dx, da, db = _affine_grads(jnp.concatenate([h, s], axis=-1), a, b, g_y, silu)
+    dx = dx + g_raw.astype(jnp.float32)
+    c = h.shape[-1]
+    return dx[..., :c].astype(h.dtype), dx[..., c:].astype(s.dtype), da, db
+
+
+concat_affine.defvjp(_concat_fwd, _concat_bwd)

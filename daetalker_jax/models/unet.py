@@ -145,7 +145,7 @@ class UNet(nnx.Module):
         k = 0
         for level in reversed(range(len(self.cfg.channel_mult))):
             for _ in range(self.cfg.num_res_blocks + 1):
-                h = self.stages_out[k](jnp.concatenate([h, skips[level].pop()], axis=-1), emb, cond)
+                h = self.stages_out[k]((h, skips[level].pop()), emb, cond)
                 k += 1
         return self.out_conv(self.out_norm(h, silu=True)).astype(jnp.float32)
 
