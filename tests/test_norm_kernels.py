@@ -96,3 +96,30 @@ def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
     want = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.concat_affine_jnp(*v, True), h, s, a2, b2)
     for g, w in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
+
+
+def test_kernels_keep_a_sharded_batch_on_its_devices():
+    """On several devices (conftest: 8 CPU devices) each kernel runs on the images of its own shard: no
+    collective in the compiled step, outputs sharded like the batch, values as the jnp maths (bf16 rounding)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    n = jax.device_count()
+    keys = jax.random.split(jax.random.key(0), 4)
+    h, s = (jax.device_put(jax.random.normal(k, (n, 512, 128), jnp.bfloat16), batch) for k in keys[:2])
+    a = jax.device_put(jax.random.uniform(keys[2], (n, 256), jnp.float32, 0.5, 1.5), batch)
+    b = jax.device_put(jax.random.normal(keys[3], (n, 256)), batch)
+
+    def norm(h, s, a, b):
+        return (nk.channel_moments(h, True), nk.channel_affine(h, a[:, :128], b[:, :128], True, True),
+                nk.concat_affine(h, s, a, b, True, True))
+
+    step = jax.jit(norm)
+    hlo = step.lower(h, s, a, b).compile().as_text()
+    assert not any(op in hlo for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"))
+    got = step(h, s, a, b)
+    want = (nk.moments_jnp(h), nk.affine_jnp(h, a[:, :128], b[:, :128], True), nk.concat_affine_jnp(h, s, a, b, True))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.sharding.spec == PartitionSpec("data")
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=1e-5, atol=1 / 64)

@@ -15,7 +15,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.experimental.pallas import triton as plgpu
+from jax.sharding import NamedSharding, PartitionSpec
 
 # Tiles, from bench/norm_kernels.py on an H200 (RESULTS.md): 32 positions per tile beat 64 and 128; 8 warps per
 # program beat Triton's default 4 (apply 3.51 -> 3.64 TB/s at 128 channels, moments 3.07 -> 3.58 at 256 with 16
@@ -26,12 +28,48 @@ WARPS = 8
 
 
 def pallas_ok(x: jax.Array) -> bool:
-    """Whether `x` (B, P, C) gets the Pallas kernels: one GPU (XLA does not partition a Pallas call, so a batch
-    sharded over several devices would be gathered onto each; that needs a shard_map around the model) and a
-    measured tile shape."""
+    """Whether `x` (B, P, C) gets the Pallas kernels: a GPU and a measured tile shape."""
     _, p, c = x.shape
-    return (jax.default_backend() == "gpu" and jax.device_count() == 1 and c in (128, 256)
-            and p % (ROWS * SPLITS) == 0)
+    return jax.default_backend() == "gpu" and c in (128, 256) and p % (ROWS * SPLITS) == 0
+
+
+# Shardy rules of the three kernels: the batch axis b passes through, positions and channels stay whole.
+_RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
+          "concat": "b p c, b p c, b d, b d -> b p d, b p d"}
+_WHOLE = {kind: tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
+          for kind, rule in _RULES.items()}   # in order of appearance, as Shardy wants
+
+
+@functools.cache
+def _kernel(kind: str, silu: bool = False, interpret: bool = False):
+    """The Pallas kernel `kind`; on several devices wrapped so that each runs it on its own images. Why: XLA
+    cannot partition a Pallas call itself and would gather a batch sharded over the 'data' axis onto every
+    device; with custom_partitioning it keeps the batch's sharding (any mesh, any device count)."""
+    def moments(x):
+        return moments_pallas(x, interpret=interpret)
+
+    def affine(x, a, b):
+        return affine_pallas(x, a, b, silu, interpret=interpret)
+
+    def concat(h, s, a, b):
+        return concat_affine_pallas(h, s, a, b, silu, interpret=interpret)
+
+    fn = {"moments": moments, "affine": affine, "concat": concat}[kind]
+    if jax.device_count() == 1:
+        return fn
+
+    def partition(mesh, arg_shapes, result_shape):
+        spec = arg_shapes[0].sharding.spec
+        batch = NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
+        return mesh, fn, jax.tree.map(lambda _: batch, result_shape), jax.tree.map(lambda _: batch, arg_shapes)
+
+    def infer(mesh, arg_shapes, result_shape):
+        return partition(mesh, arg_shapes, result_shape)[2]
+
+    wrapped = custom_partitioning(fn)
+    wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=_RULES[kind],
+                          need_replication_factors=_WHOLE[kind])
+    return wrapped
 
 
 def _params(warps: int | None) -> plgpu.CompilerParams | None:
@@ -70,7 +108,7 @@ def moments_jnp(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def channel_moments(x: jax.Array, interpret: bool = False) -> tuple[jax.Array, jax.Array]:
     """Per (image, channel) sum and sum of squares over the positions of x (B, P, C), in fp32."""
-    return moments_pallas(x, interpret=interpret) if interpret or pallas_ok(x) else moments_jnp(x)
+    return _kernel("moments", interpret=interpret)(x) if interpret or pallas_ok(x) else moments_jnp(x)
 
 
 def _moments_fwd(x, interpret):
@@ -114,7 +152,9 @@ def affine_jnp(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Arra
 def channel_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, interpret: bool = False) -> jax.Array:
     """y = x * a + b per (image, channel), then SiLU if `silu`; fp32 maths, returned in x's dtype.
     x (B, P, C); a, b (B, C) fp32."""
-    return affine_pallas(x, a, b, silu, interpret=interpret) if interpret or pallas_ok(x) else affine_jnp(x, a, b, silu)
+    if interpret or pallas_ok(x):
+        return _kernel("affine", silu, interpret)(x, a, b)
+    return affine_jnp(x, a, b, silu)
 
 
 def _affine_fwd(x, a, b, silu, interpret):
@@ -181,7 +221,7 @@ def concat_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: 
                   interpret: bool = False) -> tuple[jax.Array, jax.Array]:
     """([silu]([h, s] * a + b), [h, s]) per (image, channel); h, s (B, P, c_h / c_s), a, b (B, c_h + c_s) fp32."""
     if interpret or concat_ok((h, s)):
-        return concat_affine_pallas(h, s, a, b, silu, interpret=interpret)
+        return _kernel("concat", silu, interpret)(h, s, a, b)
     return concat_affine_jnp(h, s, a, b, silu)
 
 
