@@ -1,11 +1,13 @@
-"""GroupNorm's two memory-bound passes as Pallas kernels on GPUs: per-channel moments, and y = silu(x * a + b).
+"""GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and the
+UNet decoder's variant of the latter that reads [h, skip] as two inputs and writes both concatenations.
 
-Why: at 128 px the DDIM step spends ~42% of its time in these passes, which XLA's fusions run at 2.1-2.8 TB/s on
-an H200 (bench/kernel_time.py); the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton) kernels
-stream at ~3.1-3.6 TB/s on the same shapes (bench/norm_kernels.py); end to end +5-6% on the 128 px DDIM step
-and +1.8% at 256 px (bench/RESULTS.md, stop 21). Both passes have analytic gradients in plain
-JAX (custom_vjp), so training uses them too. Shapes the kernels were not measured on (channels other than 128 or
-256, or positions not divisible by the tiles) and other backends use the same maths in jnp, which XLA fuses.
+Why: at 128 px the DDIM step spent ~42% of its time in these passes, which XLA's fusions run at 2.0-3.1 TB/s on an
+H200 (bench/kernel_time.py), while the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton)
+kernels stream at 3.4-3.7 TB/s on the same shapes (bench/norm_kernels.py); end to end the 128 px DDIM step
+is ~10% faster than with XLA alone and the 256 px one ~8% (bench/RESULTS.md, stops 21-22). All passes have
+analytic gradients in plain JAX (custom_vjp), so training uses them too, and custom_partitioning keeps a batch
+sharded over several devices on its devices. Shapes the kernels were not measured on (channels other than 128 or
+256, positions not divisible by the tiles) and other backends use the same maths in jnp, which XLA fuses.
 """
 
 from __future__ import annotations
