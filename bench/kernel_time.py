@@ -1,7 +1,9 @@
 """Where the DDIM step's GPU time goes: a jax.profiler trace of one UNet forward, summed per kernel class and
 per kernel.
 
-Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--out DIR]
+Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--sampler STEPS] [--out DIR]
+--sampler profiles the whole DDIM sampler (lax.scan over STEPS steps, as generation runs it) instead of one call, and
+compares its device time with its wall time (gaps between kernels, host syncs).
 Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), then the kernels with the most
 time; for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
 bandwidth.
@@ -17,6 +19,7 @@ import math
 import os
 import re
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,8 @@ from flax import nnx
 from jax.profiler import ProfileData
 
 from configs import dae
+from daetalker_jax.diffusion import ddim
+from daetalker_jax.diffusion.schedule import Schedule
 from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.base import build, peak_tflops
 from daetalker_jax.trainers.dae import DAETask
@@ -117,6 +122,7 @@ def main() -> None:
     p.add_argument("--ddim-batch", type=int, default=100)
     p.add_argument("--steps", type=int, default=5, help="traced calls")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--sampler", type=int, default=0, help="profile the DDIM sampler over this many steps")
     p.add_argument("--out", help="keep the trace and the optimized HLO here")
     args = p.parse_args()
     config = dae.get_config(args.size)
@@ -132,9 +138,18 @@ def main() -> None:
     def denoise(state, x, t, z):
         return nnx.merge(graph, state)(x, t, z)
 
-    compiled = denoise.lower(state, x, t, z).compile()
+    @jax.jit
+    def sample(state, x, t, z):
+        return ddim.sample(nnx.merge(graph, state), x, z, Schedule.of(config), args.sampler)
+
+    fn = sample if args.sampler else denoise
+    per_call = max(args.sampler, 1)   # denoising steps per call
+    compiled = fn.lower(state, x, t, z).compile()
     flops = count_flops(denoise, state, x, t, z)
     jax.block_until_ready(compiled(state, x, t, z))
+    start = time.perf_counter()
+    jax.block_until_ready([compiled(state, x, t, z) for _ in range(args.steps)])
+    wall_ms = (time.perf_counter() - start) / (args.steps * per_call) * 1e3
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
         os.makedirs(out, exist_ok=True)
@@ -146,10 +161,11 @@ def main() -> None:
             y = compiled(state, x, t, z)
         jax.block_until_ready(y)
         jax.profiler.stop_trace()
-        ms, rows = summarize(out, hlo, args.steps, args.top)
+        ms, rows = summarize(out, hlo, args.steps * per_call, args.top)
     kind = jax.devices()[0].device_kind
-    print(f"DDIM step, {args.size} ({size} px), batch {args.ddim_batch}, {kind}, "
-          f"{flops / args.ddim_batch / 1e9:.1f} GFLOP/img (matmul+conv)")
+    what = f"DDIM sampler over {args.sampler} steps, per step" if args.sampler else "DDIM step"
+    print(f"{what}, {args.size} ({size} px), batch {args.ddim_batch}, {kind}, "
+          f"{flops / args.ddim_batch / 1e9:.1f} GFLOP/img (matmul+conv); wall time {wall_ms:.2f} ms per step")
     if ms is not None:
         line = f"device time per step: {ms:.2f} ms => {args.ddim_batch / ms * 1e3:.0f} img/s"
         peak = peak_tflops()
