@@ -98,6 +98,37 @@ def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("width, channels", [(32, 256), (64, 128)])
+def test_upsample_kernel_writes_both_upsampled_arrays(width, channels):
+    """The up-ResBlock's pass: every 2 x 2 block of the raw output is the input pixel (exact), and the normalised
+    output equals the jnp maths (affine, then nearest up-sampling; atol 1/64 as above)."""
+    x, a, b = _inputs(channels)
+    x = x[:, : 4 * width].reshape(2, 4, width, channels)
+    for silu in (True, False):
+        y, raw = nk.upsample_affine_pallas(x, a, b, silu, interpret=True)
+        ref_y, ref_raw = nk.upsample_affine_jnp(x, a, b, silu)
+        assert y.shape == raw.shape == (2, 8, 2 * width, channels) and y.dtype == raw.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(raw[:, 1::2, ::2], np.float32), np.asarray(x, np.float32))
+        np.testing.assert_array_equal(np.asarray(raw, np.float32), np.asarray(ref_raw, np.float32))
+        np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
+
+
+def test_upsample_gradients_equal_autodiff_of_the_jnp_maths():
+    """Gradients of both outputs sum over each 2 x 2 block back to the input pixel; fp32, rtol 1e-5."""
+    x, a, b = _inputs(128)
+    x = x.astype(jnp.float32)[:, :256].reshape(2, 8, 32, 128)
+    wy, wr = jax.random.normal(jax.random.key(10), (2, 2, 16, 64, 128))
+
+    def loss(fn, x, a, b):
+        y, raw = fn(x, a, b)
+        return (wy * y).sum() + (wr * raw).sum()
+
+    got = jax.grad(loss, argnums=(1, 2, 3))(lambda *v: nk.upsample_affine(*v, True, True), x, a, b)
+    want = jax.grad(loss, argnums=(1, 2, 3))(lambda *v: nk.upsample_affine_jnp(*v, True), x, a, b)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
+
+
 def test_kernels_keep_a_sharded_batch_on_its_devices():
     """On several devices (conftest: 8 CPU devices) each kernel runs on the images of its own shard: no
     collective in the compiled step, outputs sharded like the batch, values as the jnp maths (bf16 rounding)."""
@@ -113,13 +144,15 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
 
     def norm(h, s, a, b):
         return (nk.channel_moments(h, True), nk.channel_affine(h, a[:, :128], b[:, :128], True, True),
-                nk.concat_affine(h, s, a, b, True, True))
+                nk.concat_affine(h, s, a, b, True, True),
+                nk.upsample_affine(h.reshape(n, 16, 32, 128), a[:, :128], b[:, :128], True, True))
 
     step = jax.jit(norm)
     hlo = step.lower(h, s, a, b).compile().as_text()
     assert not any(op in hlo for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"))
     got = step(h, s, a, b)
-    want = (nk.moments_jnp(h), nk.affine_jnp(h, a[:, :128], b[:, :128], True), nk.concat_affine_jnp(h, s, a, b, True))
+    want = (nk.moments_jnp(h), nk.affine_jnp(h, a[:, :128], b[:, :128], True), nk.concat_affine_jnp(h, s, a, b, True),
+            nk.upsample_affine_jnp(h.reshape(n, 16, 32, 128), a[:, :128], b[:, :128], True))
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.sharding.spec == PartitionSpec("data")
         np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=1e-5, atol=1 / 64)

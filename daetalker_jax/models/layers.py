@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from daetalker_jax.models.norm_kernels import channel_affine, channel_moments, concat_affine
+from daetalker_jax.models.norm_kernels import channel_affine, channel_moments, concat_affine, upsample_affine
 
 _LECUN = nnx.initializers.lecun_normal()
 _TRUNCATED_STD = 0.87962566103423978   # std of a unit normal truncated to [-2, 2]
@@ -82,6 +82,12 @@ class GroupNorm32(nnx.Module):
         shape = h.shape[:-1] + (h.shape[-1] + skip.shape[-1],)
         return tuple(v.reshape(shape) for v in concat_affine(*parts, a, offset, silu))
 
+    def upsample(self, x: jax.Array, silu: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(GN(x) [then SiLU], x), both up-sampled 2x (nearest), written in one pass (the UNet's up-ResBlocks)."""
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        a, offset = self._affine(channel_moments(flat), flat.shape[1], None, None)
+        return upsample_affine(x, a, offset, silu)
+
     def _affine(self, moments, positions: int, scale, shift) -> tuple[jax.Array, jax.Array]:
         """Per-channel sums -> (a, b) of GN(x) [* scale + shift] = x * a + b. Variance as E[x^2] - E[x]^2 in
         fp32, as flax's default."""
@@ -108,13 +114,10 @@ def linear(cin: int, cout: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
                       rngs=rngs)
 
 
-def _resample(x: jax.Array, mode: str | None) -> jax.Array:
-    if mode == "up":     # nearest x2
-        return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    if mode == "down":   # 2x2 average pool
-        b, h, w, c = x.shape
-        return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
-    return x
+def _downsample(x: jax.Array) -> jax.Array:
+    """2x2 average pooling of (B, H, W, C)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
 class ResBlock(nnx.Module):
@@ -144,10 +147,13 @@ class ResBlock(nnx.Module):
         """x: the input, or (h, skip) to be concatenated (the UNet decoder)."""
         if isinstance(x, tuple):
             h, x = self.in_norm.concat(*x, silu=True)
+        elif self.resample == "up":   # both paths up-sampled by the normalisation's pass
+            h, x = self.in_norm.upsample(x, silu=True)
         else:
             h = self.in_norm(x, silu=True)
-        h = self.in_conv(_resample(h, self.resample))
-        x = _resample(x, self.resample)
+            if self.resample == "down":
+                h, x = _downsample(h), _downsample(x)
+        h = self.in_conv(h)
         if self.conditioned:
             t_scale, t_shift = jnp.split(self.emb(nnx.silu(emb)).astype(jnp.float32), 2, axis=-1)
             z_scale = 1 + self.cond(nnx.silu(cond)).astype(jnp.float32)

@@ -1,5 +1,6 @@
-"""GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and the
-UNet decoder's variant of the latter that reads [h, skip] as two inputs and writes both concatenations.
+"""GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and two
+variants of the latter for the UNet decoder: one reads [h, skip] as two inputs and writes both concatenations, one
+writes the 2x up-sampled result and the up-sampled input.
 
 Why: at 128 px the DDIM step spent ~42% of its time in these passes, which XLA's fusions run at 2.0-3.1 TB/s on an
 H200 (bench/kernel_time.py), while the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton)
@@ -37,7 +38,8 @@ def pallas_ok(x: jax.Array) -> bool:
 
 # Shardy rules of the three kernels: the batch axis b passes through, positions and channels stay whole.
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
-          "concat": "b p c, b p c, b d, b d -> b p d, b p d"}
+          "concat": "b p c, b p c, b d, b d -> b p d, b p d",
+          "upsample": "b h w c, b c, b c -> b u v c, b u v c"}
 _WHOLE = {kind: tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
           for kind, rule in _RULES.items()}   # in order of appearance, as Shardy wants
 
@@ -56,7 +58,10 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     def concat(h, s, a, b):
         return concat_affine_pallas(h, s, a, b, silu, interpret=interpret)
 
-    fn = {"moments": moments, "affine": affine, "concat": concat}[kind]
+    def upsample(x, a, b):
+        return upsample_affine_pallas(x, a, b, silu, interpret=interpret)
+
+    fn = {"moments": moments, "affine": affine, "concat": concat, "upsample": upsample}[kind]
     if jax.device_count() == 1:
         return fn
 
@@ -241,3 +246,68 @@ def _concat_bwd(silu, interpret, res, grads):
 
 
 concat_affine.defvjp(_concat_fwd, _concat_bwd)
+
+
+# The UNet's up-ResBlocks normalise x, then up-sample (nearest, 2x) both the result and x itself (the residual path).
+# One kernel reads x once and writes both up-sampled arrays; XLA's two broadcast copies (~2.1 TB/s) go away.
+
+def _up2(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x up-sampling of (B, H, W, C)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def upsample_ok(x: jax.Array) -> bool:
+    """Whether `x` (B, H, W, C) gets the up-sampling Pallas kernel (the shapes measured: rows of 32 or 64)."""
+    return jax.default_backend() == "gpu" and x.shape[-1] in (128, 256) and x.shape[2] in (32, 64)
+
+
+def upsample_affine_pallas(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, warps: int | None = WARPS,
+                           interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(affine of x, x), both up-sampled 2x, for x (B, H, W, C); grid (image, row): each program writes its row's
+    2 x 2 copies into the outputs viewed as (B, H, 2, W, 2, C), which is (B, 2H, 2W, C) in memory."""
+    n, h, w, c = x.shape
+
+    def kernel(x_ref, a_ref, b_ref, y_ref, r_ref):
+        x = x_ref[...]
+        y = _silu_affine(x, a_ref[...], b_ref[...], silu).astype(y_ref.dtype)
+        for i in range(2):
+            for j in range(2):
+                y_ref[i, :, j, :] = y
+                r_ref[i, :, j, :] = x
+
+    row = pl.BlockSpec((None, None, w, c), lambda i, j: (i, j, 0, 0))
+    per_image = pl.BlockSpec((None, c), lambda i, j: (i, 0))
+    quad = pl.BlockSpec((None, None, 2, w, 2, c), lambda i, j: (i, j, 0, 0, 0, 0))
+    out = jax.ShapeDtypeStruct((n, h, 2, w, 2, c), x.dtype)
+    y, raw = pl.pallas_call(kernel, out_shape=(out, out), grid=(n, h), in_specs=[row, per_image, per_image],
+                            out_specs=(quad, quad), compiler_params=_params(warps), interpret=interpret)(x, a, b)
+    return y.reshape(n, 2 * h, 2 * w, c), raw.reshape(n, 2 * h, 2 * w, c)
+
+
+def upsample_affine_jnp(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> tuple[jax.Array, jax.Array]:
+    n, c = x.shape[0], x.shape[-1]
+    return _up2(affine_jnp(x.reshape(n, -1, c), a, b, silu).reshape(x.shape)), _up2(x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def upsample_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool,
+                    interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """([silu](x * a + b), x), both up-sampled 2x (nearest), per (image, channel); x (B, H, W, C), a, b (B, C) fp32."""
+    if interpret or upsample_ok(x):
+        return _kernel("upsample", silu, interpret)(x, a, b)
+    return upsample_affine_jnp(x, a, b, silu)
+
+
+def _upsample_fwd(x, a, b, silu, interpret):
+    return upsample_affine(x, a, b, silu, interpret), (x, a, b)
+
+
+def _upsample_bwd(silu, interpret, res, grads):
+    x, a, b = res
+    n, h, w, c = x.shape
+    g_y, g_raw = (g.astype(jnp.float32).reshape(n, h, 2, w, 2, c).sum((2, 4)) for g in grads)
+    dx, da, db = _affine_grads(x.reshape(n, -1, c), a, b, g_y.reshape(n, -1, c), silu)
+    return (dx.reshape(x.shape) + g_raw).astype(x.dtype), da, db
+
+
+upsample_affine.defvjp(_upsample_fwd, _upsample_bwd)
