@@ -36,7 +36,7 @@ def pallas_ok(x: jax.Array) -> bool:
     return jax.default_backend() == "gpu" and c in (128, 256) and p % (ROWS * SPLITS) == 0
 
 
-# Shardy rules of the three kernels: the batch axis b passes through, positions and channels stay whole.
+# Shardy rules of the four kernels: the batch axis b passes through, positions and channels stay whole.
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
           "concat": "b p c, b p c, b d, b d -> b p d, b p d",
           "upsample": "b h w c, b c, b c -> b u v c, b u v c"}
