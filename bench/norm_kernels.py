@@ -7,7 +7,8 @@ normalise + AdaGN + SiLU pass, at 2.1-2.8 TB/s where the card streams ~4.8 TB/s;
   stats: per-(image, channel) sum and sum of squares over the positions (a column reduction in NHWC);
   apply: y = silu(x * scale[b, c] + shift[b, c]) in fp32, written in bf16 (GroupNorm + AdaGN folded per channel);
   concat: the decoder's apply on [h, skip] (two inputs of `channels` each), writing the normalised and the raw
-  concatenation.
+  concatenation;
+  upsample: the up-ResBlock's apply on a (size / 2)^2 input, writing it and its normalised value up-sampled 2x.
 
 Run (GPU machine): python bench/norm_kernels.py [--batch 100] [--size 128] [--channels 128 256] [--splits 4 8]
 [--warps 4 8] (Triton's default is 4 warps per program)
@@ -24,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from daetalker_jax.models.norm_kernels import (affine_jnp, affine_pallas, concat_affine_jnp, concat_affine_pallas,
-                                               moments_jnp, moments_pallas)
+                                               moments_jnp, moments_pallas, upsample_affine_jnp,
+                                               upsample_affine_pallas)
 
 
 def _seconds(fn, *args, iters: int) -> float:
@@ -56,14 +58,17 @@ def main() -> None:
         shift = jax.random.normal(jax.random.key(2), (args.batch, c), jnp.float32)
         skip = (x[::-1] * 0.5).astype(x.dtype)
         wide = [jnp.concatenate([v, v[:, ::-1]], -1) for v in (scale, shift)]
+        small = x[:, : x.shape[1] // 4].reshape(args.batch, args.size // 2, args.size // 2, c)
         moved = {"stats": x.nbytes + 2 * scale.nbytes, "apply": 2 * x.nbytes + 2 * scale.nbytes,
-                 "concat": 6 * x.nbytes + 4 * scale.nbytes}
+                 "concat": 6 * x.nbytes + 4 * scale.nbytes, "upsample": 9 * small.nbytes + 2 * scale.nbytes}
         xla_apply = jax.jit(functools.partial(affine_jnp, silu=True))
         xla_concat = jax.jit(functools.partial(concat_affine_jnp, silu=True))
+        xla_upsample = jax.jit(functools.partial(upsample_affine_jnp, silu=True))
         ref = {"stats": jax.jit(moments_jnp)(x), "apply": xla_apply(x, scale, shift),
-               "concat": xla_concat(x, skip, *wide)}
+               "concat": xla_concat(x, skip, *wide), "upsample": xla_upsample(small, scale, shift)}
         candidates = [("stats", "XLA", jax.jit(moments_jnp), (x,)), ("apply", "XLA", xla_apply, (x, scale, shift)),
-                      ("concat", "XLA", xla_concat, (x, skip, *wide))]
+                      ("concat", "XLA", xla_concat, (x, skip, *wide)),
+                      ("upsample", "XLA", xla_upsample, (small, scale, shift))]
         for rows in args.rows:
             for warps in args.warps:
                 tag = f"Pallas {rows} rows, {warps} warps"
@@ -75,6 +80,9 @@ def main() -> None:
                 candidates.append(("apply", tag, jax.jit(functools.partial(affine_pallas, **opts)), (x, scale, shift)))
                 candidates.append(("concat", tag, jax.jit(functools.partial(concat_affine_pallas, **opts)),
                                    (x, skip, *wide)))
+        for warps in args.warps:   # one row of the image per program
+            fn = jax.jit(functools.partial(upsample_affine_pallas, silu=True, warps=warps, interpret=args.interpret))
+            candidates.append(("upsample", f"Pallas, {warps} warps", fn, (small, scale, shift)))
         for name, impl, fn, fn_args in candidates:
             try:
                 out = fn(*fn_args)
