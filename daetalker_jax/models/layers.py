@@ -69,7 +69,7 @@ class GroupNorm32(nnx.Module):
         modulation fold into one per-(image, channel) affine, so the whole op is two passes over x: per-channel
         moments (then per group), and silu(x * a + b) (models/norm_kernels.py: Pallas kernels on a GPU)."""
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        a, offset = self._affine(channel_moments(flat), flat.shape[1], scale, shift)
+        a, offset = self._fold(flat, scale, shift)
         return channel_affine(flat, a, offset, silu).reshape(x.shape)
 
     def concat(self, h: jax.Array, skip: jax.Array, silu: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -78,17 +78,20 @@ class GroupNorm32(nnx.Module):
         concatenations (the raw one feeds the UNet decoder's 1x1 skip convolution)."""
         parts = [v.reshape(v.shape[0], -1, v.shape[-1]) for v in (h, skip)]
         moments = [jnp.concatenate(m, axis=-1) for m in zip(*map(channel_moments, parts))]
-        a, offset = self._affine(moments, parts[0].shape[1], None, None)
+        a, offset = self._affine(moments, parts[0].shape[1])
         shape = h.shape[:-1] + (h.shape[-1] + skip.shape[-1],)
         return tuple(v.reshape(shape) for v in concat_affine(*parts, a, offset, silu))
 
     def upsample(self, x: jax.Array, silu: bool = False) -> tuple[jax.Array, jax.Array]:
         """(GN(x) [then SiLU], x), both up-sampled 2x (nearest), written in one pass (the UNet's up-ResBlocks)."""
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        a, offset = self._affine(channel_moments(flat), flat.shape[1], None, None)
+        a, offset = self._fold(x.reshape(x.shape[0], -1, x.shape[-1]))
         return upsample_affine(x, a, offset, silu)
 
-    def _affine(self, moments, positions: int, scale, shift) -> tuple[jax.Array, jax.Array]:
+    def _fold(self, flat: jax.Array, scale=None, shift=None) -> tuple[jax.Array, jax.Array]:
+        """(a, b) of GN(x) [* scale + shift] = x * a + b from x's own moments; flat (B, P, C)."""
+        return self._affine(channel_moments(flat), flat.shape[1], scale, shift)
+
+    def _affine(self, moments, positions: int, scale=None, shift=None) -> tuple[jax.Array, jax.Array]:
         """Per-channel sums -> (a, b) of GN(x) [* scale + shift] = x * a + b. Variance as E[x^2] - E[x]^2 in
         fp32, as flax's default."""
         total, squares = moments

@@ -172,7 +172,7 @@ def _affine_grads(x, a, b, g, silu):
     """(dx in fp32, da, db) of y = [silu](x * a + b)."""
     xf, gf = x.astype(jnp.float32), g.astype(jnp.float32)
     if silu:
-        u = xf * a[:, None] + b[:, None]
+        u = _silu_affine(xf, a, b, silu=False)
         sig = jax.nn.sigmoid(u)
         gf = gf * sig * (1 + u * (1 - sig))
     return gf * a[:, None], (gf * xf).sum(1), gf.sum(1)
@@ -192,9 +192,9 @@ channel_affine.defvjp(_affine_fwd, _affine_bwd)
 # statistics pass over it, go away (the parts' moments are taken separately, and the skip's are the ones its
 # encoder consumer already computed: XLA merges the identical kernel calls).
 
-def concat_ok(parts: tuple[jax.Array, ...]) -> bool:
+def concat_ok(h: jax.Array, s: jax.Array) -> bool:
     """Whether two parts (B, P, c) of equal measured width get the two-input Pallas kernel."""
-    return len(parts) == 2 and parts[0].shape == parts[1].shape and pallas_ok(parts[0])
+    return h.shape == s.shape and pallas_ok(h)
 
 
 def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
@@ -227,7 +227,7 @@ def concat_affine_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array,
 def concat_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool,
                   interpret: bool = False) -> tuple[jax.Array, jax.Array]:
     """([silu]([h, s] * a + b), [h, s]) per (image, channel); h, s (B, P, c_h / c_s), a, b (B, c_h + c_s) fp32."""
-    if interpret or concat_ok((h, s)):
+    if interpret or concat_ok(h, s):
         return _kernel("concat", silu, interpret)(h, s, a, b)
     return concat_affine_jnp(h, s, a, b, silu)
 
