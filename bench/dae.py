@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bench.timing import seconds_per_call
 from configs import dae
 from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.base import build, make_mesh, peak_tflops, train_step
@@ -36,16 +37,6 @@ from daetalker_jax.trainers.packing import packings
 ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
 ANCHOR_DDIM = {128: 1470.0, 256: 247.0}       # bf16 + torch.compile, one denoising step
 OFFICIAL_TRAIN_BATCH = {128: 32, 256: 16}     # the batches ANCHORS.md measured at
-
-
-def _timed(fn, *args, iters: int) -> float:
-    out = fn(*args)
-    jax.block_until_ready(out)
-    start = time.perf_counter()
-    for _ in range(iters):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / iters
 
 
 def _compile(jitted, *args):
@@ -129,7 +120,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
         z = jax.device_put(jax.random.normal(jax.random.key(1), (ddim_batch, config.model.z_channels)), sharded)
         t = jax.device_put(jnp.full((ddim_batch,), 500, jnp.int32), sharded)
         step, ddim_flops, c_ddim = _compile(denoise, eval_state, x, t, z)
-        t_ddim = _timed(step, eval_state, x, t, z, iters=iters)
+        t_ddim = seconds_per_call(step, eval_state, x, t, z, iters=iters)
         ddim_ips = ddim_batch / t_ddim
         rows.append(f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
                     f"{anchor(anchors[1], ddim_ips)} | {c_ddim:.1f} |")

@@ -19,13 +19,13 @@ import math
 import os
 import re
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.profiler import ProfileData
 
+from bench.timing import seconds_per_call
 from configs import dae
 from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
@@ -146,10 +146,7 @@ def main() -> None:
     per_call = max(args.sampler, 1)   # denoising steps per call
     compiled = fn.lower(state, x, t, z).compile()
     flops = count_flops(denoise, state, x, t, z)
-    jax.block_until_ready(compiled(state, x, t, z))
-    start = time.perf_counter()
-    jax.block_until_ready([compiled(state, x, t, z) for _ in range(args.steps)])
-    wall_ms = (time.perf_counter() - start) / (args.steps * per_call) * 1e3
+    wall_ms = seconds_per_call(compiled, state, x, t, z, iters=args.steps) / per_call * 1e3
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
         os.makedirs(out, exist_ok=True)

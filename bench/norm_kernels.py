@@ -19,23 +19,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 
+from bench.timing import seconds_per_call
 from daetalker_jax.models.norm_kernels import (affine_jnp, affine_pallas, concat_affine_jnp, concat_affine_pallas,
                                                moments_jnp, moments_pallas, upsample_affine_jnp,
                                                upsample_affine_pallas)
-
-
-def _seconds(fn, *args, iters: int) -> float:
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(iters):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / iters
 
 
 def main() -> None:
@@ -91,7 +82,7 @@ def main() -> None:
                 continue
             err = max(float(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).max())
                       for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref[name])))
-            sec = float("nan") if args.interpret else _seconds(fn, *fn_args, iters=args.iters)
+            sec = float("nan") if args.interpret else seconds_per_call(fn, *fn_args, iters=args.iters)
             print(f"| {name} | {c} | {impl} | {sec * 1e3:.3f} | {moved[name] / 1e9:.2f} | "
                   f"{moved[name] / sec / 1e12:.2f} | {err:.2e} |", flush=True)
 
