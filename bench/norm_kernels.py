@@ -8,10 +8,13 @@ normalise + AdaGN + SiLU pass, at 2.1-2.8 TB/s where the card streams ~4.8 TB/s;
   apply: y = silu(x * scale[b, c] + shift[b, c]) in fp32, written in bf16 (GroupNorm + AdaGN folded per channel);
   concat: the decoder's apply on [h, skip] (two inputs of `channels` each), writing the normalised and the raw
   concatenation;
-  upsample: the up-ResBlock's apply on a (size / 2)^2 input, writing it and its normalised value up-sampled 2x.
+  upsample: the up-ResBlock's apply on a (size / 2)^2 input, writing it and its normalised value up-sampled 2x;
+  head: the UNet's output, silu(x * scale + shift) into a 3x3 conv to 3 channels: XLA's apply + cuDNN's conv against
+  one Pallas pass multiplying by the conv's 9 taps (C x 32) + XLA's shifted sum (at the first channel count only).
+Channel counts other than 128 and 256 (e.g. 384) take Pallas programs of 128 channels.
 
 Run (GPU machine): python bench/norm_kernels.py [--batch 100] [--size 128] [--channels 128 256] [--splits 4 8]
-[--warps 4 8] (Triton's default is 4 warps per program)
+[--warps 4 8] (Triton's default is 4 warps per program) [--head-rows 32 64 128]
 On the CPU (`--interpret`) it only checks that the Pallas kernels agree with the jnp reference.
 """
 
@@ -24,9 +27,23 @@ import jax
 import jax.numpy as jnp
 
 from bench.timing import seconds_per_call
-from daetalker_jax.models.norm_kernels import (affine_jnp, affine_pallas, concat_affine_jnp, concat_affine_pallas,
-                                               moments_jnp, moments_pallas, upsample_affine_jnp,
+from daetalker_jax.models.layers import conv_taps, sum_taps
+from daetalker_jax.models.norm_kernels import (affine_jnp, affine_matmul_pallas, affine_pallas, concat_affine_jnp,
+                                               concat_affine_pallas, moments_jnp, moments_pallas, upsample_affine_jnp,
                                                upsample_affine_pallas)
+
+
+def head_xla(x, scale, shift, kernel, size):
+    """The previous UNet output: the apply pass, then cuDNN's 3x3 conv in bf16, fp32 out."""
+    y = affine_jnp(x, scale, shift, True).reshape(x.shape[0], size, size, -1)
+    out = jax.lax.conv_general_dilated(y, kernel.astype(y.dtype), (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return out.astype(jnp.float32)
+
+
+def head_pallas(x, scale, shift, kernel, size, **opts):
+    t = affine_matmul_pallas(x, scale, shift, conv_taps(kernel, jnp.bfloat16), True, **opts)
+    return sum_taps(t.reshape(x.shape[0], size, size, -1), kernel.shape[-1])
 
 
 def main() -> None:
@@ -37,6 +54,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, nargs="+", default=[32, 64, 128], help="Pallas tile rows to try")
     p.add_argument("--splits", type=int, nargs="+", default=[4, 16], help="moments: programs per image to try")
     p.add_argument("--warps", type=int, nargs="+", default=[4, 8], help="warps per program to try")
+    p.add_argument("--head-rows", type=int, nargs="+", default=[32, 64, 128], help="head: Pallas tile rows")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--interpret", action="store_true", help="CPU: check the kernels, no timing")
     args = p.parse_args()
@@ -50,13 +68,17 @@ def main() -> None:
         skip = (x[::-1] * 0.5).astype(x.dtype)
         wide = [jnp.concatenate([v, v[:, ::-1]], -1) for v in (scale, shift)]
         small = x[:, : x.shape[1] // 4].reshape(args.batch, args.size // 2, args.size // 2, c)
+        kernel = jax.random.normal(jax.random.key(3), (3, 3, c, 3)) * 0.03
         moved = {"stats": x.nbytes + 2 * scale.nbytes, "apply": 2 * x.nbytes + 2 * scale.nbytes,
-                 "concat": 6 * x.nbytes + 4 * scale.nbytes, "upsample": 9 * small.nbytes + 2 * scale.nbytes}
+                 "concat": 6 * x.nbytes + 4 * scale.nbytes, "upsample": 9 * small.nbytes + 2 * scale.nbytes,
+                 "head": x.nbytes + x.nbytes // c * 4 * 3}   # read x, write the fp32 RGB image: the least possible
         xla_apply = jax.jit(functools.partial(affine_jnp, silu=True))
         xla_concat = jax.jit(functools.partial(concat_affine_jnp, silu=True))
         xla_upsample = jax.jit(functools.partial(upsample_affine_jnp, silu=True))
+        xla_head = jax.jit(functools.partial(head_xla, size=args.size))
         ref = {"stats": jax.jit(moments_jnp)(x), "apply": xla_apply(x, scale, shift),
-               "concat": xla_concat(x, skip, *wide), "upsample": xla_upsample(small, scale, shift)}
+               "concat": xla_concat(x, skip, *wide), "upsample": xla_upsample(small, scale, shift),
+               "head": xla_head(x, scale, shift, kernel)}
         candidates = [("stats", "XLA", jax.jit(moments_jnp), (x,)), ("apply", "XLA", xla_apply, (x, scale, shift)),
                       ("concat", "XLA", xla_concat, (x, skip, *wide)),
                       ("upsample", "XLA", xla_upsample, (small, scale, shift))]
@@ -74,6 +96,14 @@ def main() -> None:
         for warps in args.warps:   # one row of the image per program
             fn = jax.jit(functools.partial(upsample_affine_pallas, silu=True, warps=warps, interpret=args.interpret))
             candidates.append(("upsample", f"Pallas, {warps} warps", fn, (small, scale, shift)))
+        if c == args.channels[0]:
+            candidates.append(("head", "XLA apply + cuDNN conv", xla_head, (x, scale, shift, kernel)))
+            for rows in args.head_rows:
+                for warps in args.warps:
+                    fn = jax.jit(functools.partial(head_pallas, size=args.size, rows=rows, warps=warps,
+                                                   interpret=args.interpret))
+                    candidates.append(("head", f"Pallas {rows} rows, {warps} warps + sum", fn,
+                                       (x, scale, shift, kernel)))
         for name, impl, fn, fn_args in candidates:
             try:
                 out = fn(*fn_args)

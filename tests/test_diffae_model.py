@@ -103,3 +103,25 @@ def test_group_norm_matches_the_textbook_definition(channels):
     assert sorted(nnx.to_pure_dict(nnx.state(norm, nnx.Param))["norm"]) == ["bias", "scale"]
     half = norm(jnp.asarray(x, jnp.bfloat16))
     assert half.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_narrow_conv_equals_the_convolution_of_the_normalised_input(dtype, tol):
+    """The UNet's output (GN + SiLU, then a 3x3 conv to 3 channels) as one matmul with the 9 taps' weights and a
+    shifted sum: the same as nnx.Conv on silu(GN(x)), zero padding at the borders included. fp32: to 1e-5 relative
+    to the output's max (summation order); bf16: the tap products round y once to bf16 where the conv path rounds
+    twice, 2e-2."""
+    from daetalker_jax.models.layers import GroupNorm32, conv
+
+    rng = np.random.default_rng(0)
+    norm = GroupNorm32(64, rngs=nnx.Rngs(0))
+    out = conv(64, 3, 3, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(1))
+    out.bias[...] = jnp.asarray(rng.normal(size=3), jnp.float32)
+    norm.norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, size=64), jnp.float32)
+    x = jnp.asarray(rng.normal(1.0, 2.0, size=(2, 8, 12, 64)), dtype)
+    got = norm.narrow_conv(x, out, silu=True)
+    want = out(norm(x, silu=True)).astype(jnp.float32)
+    assert got.shape == (2, 8, 12, 3) and got.dtype == jnp.float32
+    scale = float(jnp.abs(want).max())
+    assert float(jnp.abs(got - want).max()) < tol * scale
+    assert float(jnp.abs(got[:, 0, 0] - want[:, 0, 0]).max()) < tol * scale   # a corner: 5 of 9 taps are padding

@@ -10,19 +10,20 @@ import pytest
 from daetalker_jax.models import norm_kernels as nk
 
 
-def _inputs(channels: int):
+def _inputs(channels: int, positions: int = 1024):
     keys = jax.random.split(jax.random.key(channels), 3)
-    x = (2.0 + 3.0 * jax.random.normal(keys[0], (2, 1024, channels))).astype(jnp.bfloat16)
+    x = (2.0 + 3.0 * jax.random.normal(keys[0], (2, positions, channels))).astype(jnp.bfloat16)
     a = jax.random.uniform(keys[1], (2, channels), jnp.float32, 0.5, 1.5)
     b = jax.random.normal(keys[2], (2, channels), jnp.float32)
     return x, a, b
 
 
-@pytest.mark.parametrize("channels", [128, 256])
-def test_pallas_kernels_match_the_jnp_maths(channels):
-    """Moments: fp32 sums of 1,024 bf16 values of magnitude ~5, same as jnp to rtol 1e-5 (summation order only);
-    affine + SiLU: the same fp32 maths and one rounding to bf16, so equal (atol 1/64, below a bf16 step at |y| >= 2)."""
-    x, a, b = _inputs(channels)
+@pytest.mark.parametrize("channels, positions", [(128, 1024), (256, 1024), (384, 256), (640, 64)])
+def test_pallas_kernels_match_the_jnp_maths(channels, positions):
+    """Moments: fp32 sums of bf16 values of magnitude ~5, same as jnp to rtol 1e-5 (summation order only);
+    affine + SiLU: the same fp32 maths and one rounding to bf16, so equal (atol 1/64, below a bf16 step at |y| >= 2).
+    384 and 640 channels take blocks of 128; 256 and 64 positions fewer programs per image for the moments."""
+    x, a, b = _inputs(channels, positions)
     got, want = nk.moments_pallas(x, interpret=True), nk.moments_jnp(x)
     for g, w in zip(got, want):
         assert g.shape == (2, channels) and g.dtype == jnp.float32
@@ -58,23 +59,26 @@ def test_custom_gradients_equal_autodiff_of_the_jnp_maths():
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
 
 
-def test_other_backends_and_shapes_take_the_jnp_path():
-    x = jnp.zeros((1, 1024, 128), jnp.bfloat16)
-    assert not nk.pallas_ok(x)                                                 # CPU backend here
-    assert not nk.pallas_ok(jnp.zeros((1, 1024, 384))) and not nk.pallas_ok(jnp.zeros((1, 96, 128)))
+def test_other_backends_take_the_jnp_path():
+    """On the CPU every GroupNorm pass is the jnp maths (the kernels run here only in interpret mode)."""
+    x, a, b = _inputs(128)
+    assert not nk.pallas_ok(x) and not nk.concat_ok(x, x)
+    np.testing.assert_array_equal(np.asarray(nk.channel_affine(x, a, b, True), np.float32),
+                                  np.asarray(nk.affine_jnp(x, a, b, True), np.float32))
 
 
-@pytest.mark.parametrize("channels", [128, 256])
-def test_concat_kernel_writes_both_concatenations(channels):
-    """The decoder's two-input pass: the raw concatenation is an exact copy of the parts, and the normalised one
-    equals the jnp maths on that concatenation (atol 1/64, as above)."""
+@pytest.mark.parametrize("channels, skip", [(128, 128), (256, 256), (256, 128), (384, 256)])
+def test_concat_kernel_writes_both_concatenations(channels, skip):
+    """The decoder's two-input pass, equal parts and the unequal ones of the UNet's level changes: the raw
+    concatenation is an exact copy of the parts, and the normalised one equals the jnp maths on that concatenation
+    (atol 1/64, as above)."""
     h, a, b = _inputs(channels)
-    s = (h.astype(jnp.float32) * -0.5 + 1).astype(jnp.bfloat16)
-    a2, b2 = jnp.concatenate([a, a[:, ::-1]], -1), jnp.concatenate([b, -b], -1)
+    s = (h[..., :skip].astype(jnp.float32) * -0.5 + 1).astype(jnp.bfloat16)
+    a2, b2 = jnp.concatenate([a, a[:, :skip]], -1), jnp.concatenate([b, -b[:, :skip]], -1)
     for silu in (True, False):
         y, raw = nk.concat_affine_pallas(h, s, a2, b2, silu, interpret=True)
         ref_y, ref_raw = nk.concat_affine_jnp(h, s, a2, b2, silu)
-        assert y.shape == raw.shape == (2, 1024, 2 * channels) and y.dtype == raw.dtype == jnp.bfloat16
+        assert y.shape == raw.shape == (2, 1024, channels + skip) and y.dtype == raw.dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(raw, np.float32), np.asarray(ref_raw, np.float32))
         np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
 
@@ -129,30 +133,73 @@ def test_upsample_gradients_equal_autodiff_of_the_jnp_maths():
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
 
 
+def test_downsample_pools_the_normalised_and_the_raw_input():
+    """The down-ResBlock's pass (jnp, fused by XLA): the raw output is the 2 x 2 mean of the input within one bf16
+    rounding, the normalised one the 2 x 2 mean of the fp32 affine (+ SiLU), rounded once."""
+    x, a, b = _inputs(128)
+    x = x[:, :512].reshape(2, 8, 64, 128)
+    for silu in (True, False):
+        y, raw = nk.downsample_affine(x, a, b, silu)
+        assert y.shape == raw.shape == (2, 4, 32, 128) and y.dtype == raw.dtype == jnp.bfloat16
+        xf = np.asarray(x, np.float32)
+        np.testing.assert_allclose(np.asarray(raw, np.float32), xf.reshape(2, 4, 2, 32, 2, 128).mean((2, 4)),
+                                   rtol=2 ** -8, atol=0)
+        full = np.asarray(nk._silu_affine(x.reshape(2, -1, 128), a, b, silu)).reshape(2, 4, 2, 32, 2, 128)
+        np.testing.assert_allclose(np.asarray(y, np.float32), full.mean((2, 4)), rtol=2 ** -8, atol=1e-6)
+
+
+def test_affine_matmul_kernel_and_gradients():
+    """The output head's pass: silu(x * a + b) in fp32, rounded to w's dtype, times w (C x 32) with fp32 sums.
+    The kernel equals the jnp maths to rtol 1e-5 (summation order), but for the rare y whose bf16 rounding flips
+    with a 1-ulp different fp32 sigmoid (0.07% here: atol 1/64 covers a bf16 step of |y| < 16 times |w| < 0.5); its
+    custom gradients equal autodiff of the jnp maths (fp32; rtol 1e-4: dw sums 2,048 products in another order)."""
+    x, a, b = _inputs(128)
+    w = jax.random.normal(jax.random.key(12), (128, 32)) * 0.1
+    for silu in (True, False):
+        got = nk.affine_matmul_pallas(x, a, b, w.astype(jnp.bfloat16), silu, interpret=True)
+        want = nk.affine_matmul_jnp(x, a, b, w.astype(jnp.bfloat16), silu)
+        assert got.shape == (2, 1024, 32) and got.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1 / 64 if silu else 1e-4)
+    xf = x.astype(jnp.float32)
+    wo = jax.random.normal(jax.random.key(13), (2, 1024, 32))
+
+    def loss(fn, x, a, b, w):
+        return (wo * fn(x, a, b, w)).sum()
+
+    got = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.affine_matmul(*v, True, True), xf, a, b, w)
+    want = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.affine_matmul_jnp(*v, True), xf, a, b, w)
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w_), rtol=1e-4, atol=1e-3)
+
+
 def test_kernels_keep_a_sharded_batch_on_its_devices():
     """On several devices (conftest: 8 CPU devices) each kernel runs on the images of its own shard: no
-    collective in the compiled step, outputs sharded like the batch, values as the jnp maths (bf16 rounding)."""
+    collective in the compiled step, outputs sharded like the batch (the head's matrix replicated), values as the jnp
+    maths (bf16 rounding)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     batch = NamedSharding(mesh, PartitionSpec("data"))
     n = jax.device_count()
-    keys = jax.random.split(jax.random.key(0), 4)
-    h, s = (jax.device_put(jax.random.normal(k, (n, 512, 128), jnp.bfloat16), batch) for k in keys[:2])
-    a = jax.device_put(jax.random.uniform(keys[2], (n, 256), jnp.float32, 0.5, 1.5), batch)
-    b = jax.device_put(jax.random.normal(keys[3], (n, 256)), batch)
-
-    def norm(h, s, a, b):
-        return (nk.channel_moments(h, True), nk.channel_affine(h, a[:, :128], b[:, :128], True, True),
-                nk.concat_affine(h, s, a, b, True, True),
-                nk.upsample_affine(h.reshape(n, 16, 32, 128), a[:, :128], b[:, :128], True, True))
+    keys = jax.random.split(jax.random.key(0), 5)
+    h = jax.device_put(jax.random.normal(keys[0], (n, 512, 128), jnp.bfloat16), batch)
+    s = jax.device_put(jax.random.normal(keys[1], (n, 512, 256), jnp.bfloat16), batch)
+    a = jax.device_put(jax.random.uniform(keys[2], (n, 384), jnp.float32, 0.5, 1.5), batch)
+    b = jax.device_put(jax.random.normal(keys[3], (n, 384)), batch)
+    w = jax.device_put(jax.random.normal(keys[4], (128, 32), jnp.bfloat16), NamedSharding(mesh, PartitionSpec()))
+    def norm(h, s, a, b, w):
+        a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
+        return (nk.channel_moments(h, True), nk.channel_affine(h, a1, b1, True, True),
+                nk.concat_affine(h, s, a, b, True, True), nk.upsample_affine(up, a1, b1, True, True),
+                nk.affine_matmul(h, a1, b1, w, True, True))
 
     step = jax.jit(norm)
-    hlo = step.lower(h, s, a, b).compile().as_text()
+    hlo = step.lower(h, s, a, b, w).compile().as_text()
     assert not any(op in hlo for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"))
-    got = step(h, s, a, b)
-    want = (nk.moments_jnp(h), nk.affine_jnp(h, a[:, :128], b[:, :128], True), nk.concat_affine_jnp(h, s, a, b, True),
-            nk.upsample_affine_jnp(h.reshape(n, 16, 32, 128), a[:, :128], b[:, :128], True))
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    got = step(h, s, a, b, w)
+    a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
+    want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), nk.concat_affine_jnp(h, s, a, b, True),
+            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w, True))
+    for g, w_ in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.sharding.spec == PartitionSpec("data")
-        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=1e-5, atol=1 / 64)
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=1e-5, atol=1 / 64)

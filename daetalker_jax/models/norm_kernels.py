@@ -1,19 +1,21 @@
-"""GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and two
-variants of the latter for the UNet decoder: one reads [h, skip] as two inputs and writes both concatenations, one
-writes the 2x up-sampled result and the up-sampled input.
+"""GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and
+variants of the latter: for the UNet decoder, one reads [h, skip] as two inputs and writes both concatenations, one
+writes the 2x up-sampled result and the up-sampled input; for the UNet's output, one multiplies y by a narrow matrix
+(the 3-channel output convolution's taps). The down-ResBlocks' pass stays in jnp: XLA fuses it into one pass.
 
 Why: at 128 px the DDIM step spent ~42% of its time in these passes, which XLA's fusions run at 2.0-3.1 TB/s on an
 H200 (bench/kernel_time.py), while the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton)
 kernels stream at 3.4-3.7 TB/s on the same shapes (bench/norm_kernels.py); end to end the 128 px DDIM step
-is ~10% faster than with XLA alone and the 256 px one ~8% (bench/RESULTS.md, stops 21-22). All passes have
+is ~10% faster than with XLA alone and the 256 px one ~8% (bench/RESULTS.md, stops 21-23). All passes have
 analytic gradients in plain JAX (custom_vjp), so training uses them too, and custom_partitioning keeps a batch
-sharded over several devices on its devices. Shapes the kernels were not measured on (channels other than 128 or
-256, positions not divisible by the tiles) and other backends use the same maths in jnp, which XLA fuses.
+sharded over several devices on its devices. Shapes the kernels do not tile (channels not in blocks of 128,
+positions not in tiles of ROWS) and other backends use the same maths in jnp, which XLA fuses.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +28,29 @@ from jax.sharding import NamedSharding, PartitionSpec
 # program beat Triton's default 4 (apply 3.51 -> 3.64 TB/s at 128 channels, moments 3.07 -> 3.58 at 256 with 16
 # programs per image instead of 8).
 ROWS = 32     # positions per tile
-SPLITS = 16   # programs per image for the moments
+SPLITS = 16   # programs per image for the moments (fewer where an image has fewer tiles)
 WARPS = 8
+HEAD_ROWS, HEAD_WARPS = 64, 4   # the output head's matmul: 0.44 ms with its sum, 0.55-1.21 with 32 / 128 rows, 8 warps
 
 
 def pallas_ok(x: jax.Array) -> bool:
-    """Whether `x` (B, P, C) gets the Pallas kernels: a GPU and a measured tile shape."""
+    """Whether `x` (B, P, C) gets the Pallas kernels: a GPU, channels in blocks of 128, positions in tiles."""
     _, p, c = x.shape
-    return jax.default_backend() == "gpu" and c in (128, 256) and p % (ROWS * SPLITS) == 0
+    return jax.default_backend() == "gpu" and c % 128 == 0 and p % ROWS == 0
 
 
-# Shardy rules of the four kernels: the batch axis b passes through, positions and channels stay whole.
+def _channel_block(*widths: int) -> int:
+    """Channels per program: 256 where every width allows it (the measured level-0 tile), else 128 (Triton's
+    blocks are powers of two: 384 or 640 channels take 3 or 5 programs per tile of positions)."""
+    return 256 if all(w % 256 == 0 for w in widths) else 128
+
+
+# Shardy rules of the kernels: the batch axis b passes through, positions and channels stay whole, the output
+# head's matrix is replicated.
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
-          "concat": "b p c, b p c, b d, b d -> b p d, b p d",
-          "upsample": "b h w c, b c, b c -> b u v c, b u v c"}
+          "concat": "b p c, b p e, b d, b d -> b p d, b p d",
+          "upsample": "b h w c, b c, b c -> b u v c, b u v c",
+          "matmul": "b p c, b c, b c, c k -> b p k"}
 _WHOLE = {kind: tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
           for kind, rule in _RULES.items()}   # in order of appearance, as Shardy wants
 
@@ -61,14 +72,20 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     def upsample(x, a, b):
         return upsample_affine_pallas(x, a, b, silu, interpret=interpret)
 
-    fn = {"moments": moments, "affine": affine, "concat": concat, "upsample": upsample}[kind]
+    def matmul(x, a, b, w):
+        return affine_matmul_pallas(x, a, b, w, silu, interpret=interpret)
+
+    fn = {"moments": moments, "affine": affine, "concat": concat, "upsample": upsample, "matmul": matmul}[kind]
     if jax.device_count() == 1:
         return fn
+
+    batched = [operand.split()[0] == "b" for operand in _RULES[kind].split("->")[0].split(",")]
 
     def partition(mesh, arg_shapes, result_shape):
         spec = arg_shapes[0].sharding.spec
         batch = NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
-        return mesh, fn, jax.tree.map(lambda _: batch, result_shape), jax.tree.map(lambda _: batch, arg_shapes)
+        args = tuple(batch if b else NamedSharding(mesh, PartitionSpec()) for b in batched)
+        return mesh, fn, jax.tree.map(lambda _: batch, result_shape), args
 
     def infer(mesh, arg_shapes, result_shape):
         return partition(mesh, arg_shapes, result_shape)[2]
@@ -85,24 +102,25 @@ def _params(warps: int | None) -> plgpu.CompilerParams | None:
 
 def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int = SPLITS, warps: int | None = WARPS,
                    interpret: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Grid (image, split): each program sums `rows` x C tiles over P / splits positions."""
+    """Grid (image, split, channel block): each program sums `rows` x block tiles over P / splits positions."""
     b, p, c = x.shape
-    chunk = p // splits
+    splits = math.gcd(splits, p // rows)
+    chunk, cb = p // splits, _channel_block(c)
 
     def kernel(x_ref, s1_ref, s2_ref):
         def body(i, acc):
             tile = x_ref[pl.ds(i * rows, rows), :].astype(jnp.float32)
             return acc[0] + tile, acc[1] + tile * tile
 
-        zero = jnp.zeros((rows, c), jnp.float32)
+        zero = jnp.zeros((rows, cb), jnp.float32)
         s1, s2 = jax.lax.fori_loop(0, chunk // rows, body, (zero, zero))
         s1_ref[...] = s1.sum(0)
         s2_ref[...] = s2.sum(0)
 
     out = jax.ShapeDtypeStruct((b, splits, c), jnp.float32)
-    part = pl.BlockSpec((None, None, c), lambda i, j: (i, j, 0))
-    s1, s2 = pl.pallas_call(kernel, out_shape=(out, out), grid=(b, splits),
-                            in_specs=[pl.BlockSpec((None, chunk, c), lambda i, j: (i, j, 0))],
+    part = pl.BlockSpec((None, None, cb), lambda i, j, k: (i, j, k))
+    s1, s2 = pl.pallas_call(kernel, out_shape=(out, out), grid=(b, splits, c // cb),
+                            in_specs=[pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, k))],
                             out_specs=(part, part), compiler_params=_params(warps), interpret=interpret)(x)
     return s1.sum(1), s2.sum(1)
 
@@ -138,15 +156,16 @@ def _silu_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Ar
 
 def affine_pallas(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
                   warps: int | None = WARPS, interpret: bool = False) -> jax.Array:
-    """Grid (image, tile of `rows` positions)."""
+    """Grid (image, tile of `rows` positions, channel block)."""
     n, p, c = x.shape
+    cb = _channel_block(c)
 
     def kernel(x_ref, a_ref, b_ref, o_ref):
         o_ref[...] = _silu_affine(x_ref[...], a_ref[...], b_ref[...], silu).astype(o_ref.dtype)
 
-    tile = pl.BlockSpec((None, rows, c), lambda i, j: (i, j, 0))
-    per_image = pl.BlockSpec((None, c), lambda i, j: (i, 0))
-    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(n, p // rows),
+    tile = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, k))
+    per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
+    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(n, p // rows, c // cb),
                           in_specs=[tile, per_image, per_image], out_specs=tile, compiler_params=_params(warps),
                           interpret=interpret)(x, a, b)
 
@@ -193,27 +212,36 @@ channel_affine.defvjp(_affine_fwd, _affine_bwd)
 # encoder consumer already computed: XLA merges the identical kernel calls).
 
 def concat_ok(h: jax.Array, s: jax.Array) -> bool:
-    """Whether two parts (B, P, c) of equal measured width get the two-input Pallas kernel."""
-    return h.shape == s.shape and pallas_ok(h)
+    """Whether two parts (B, P, c_h / c_s) get the two-input Pallas kernel."""
+    return h.shape[:2] == s.shape[:2] and pallas_ok(h) and pallas_ok(s)
 
 
 def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
                          warps: int | None = WARPS, interpret: bool = False) -> tuple[jax.Array, jax.Array]:
-    """(affine of [h, s], [h, s]) for h, s (B, P, c); grid (image, tile of `rows` positions)."""
-    n, p, c = h.shape
+    """(affine of [h, s], [h, s]) for h, s (B, P, c_h / c_s); grid (image, tile of `rows` positions, channel block
+    of the concatenation): a program reads its block from h or from s and writes it to both outputs."""
+    n, p, ch = h.shape
+    cb = _channel_block(ch, s.shape[-1])
+    first = ch // cb   # blocks from h
 
     def kernel(h_ref, s_ref, a_ref, b_ref, y_ref, r_ref):
-        for part, ref in enumerate((h_ref, s_ref)):
-            x, cols = ref[...], pl.ds(part * c, c)
-            r_ref[:, cols] = x
-            y_ref[:, cols] = _silu_affine(x, a_ref[cols], b_ref[cols], silu).astype(y_ref.dtype)
+        def copy(ref):
+            x = ref[...]
+            r_ref[...] = x
+            y_ref[...] = _silu_affine(x, a_ref[...], b_ref[...], silu).astype(y_ref.dtype)
 
-    tile = pl.BlockSpec((None, rows, c), lambda i, j: (i, j, 0))
-    wide = pl.BlockSpec((None, rows, 2 * c), lambda i, j: (i, j, 0))
-    per_image = pl.BlockSpec((None, 2 * c), lambda i, j: (i, 0))
-    out = jax.ShapeDtypeStruct((n, p, 2 * c), h.dtype)
-    return pl.pallas_call(kernel, out_shape=(out, out), grid=(n, p // rows),
-                          in_specs=[tile, tile, per_image, per_image], out_specs=(wide, wide),
+        in_h = pl.program_id(2) < first
+        pl.when(in_h)(lambda: copy(h_ref))
+        pl.when(jnp.logical_not(in_h))(lambda: copy(s_ref))
+
+    from_h = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, jnp.minimum(k, first - 1)))
+    from_s = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, jnp.maximum(k - first, 0)))
+    tile = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, k))
+    per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
+    width = ch + s.shape[-1]
+    out = jax.ShapeDtypeStruct((n, p, width), h.dtype)
+    return pl.pallas_call(kernel, out_shape=(out, out), grid=(n, p // rows, width // cb),
+                          in_specs=[from_h, from_s, per_image, per_image], out_specs=(tile, tile),
                           compiler_params=_params(warps), interpret=interpret)(h, s, a, b)
 
 
@@ -311,3 +339,74 @@ def _upsample_bwd(silu, interpret, res, grads):
 
 
 upsample_affine.defvjp(_upsample_fwd, _upsample_bwd)
+
+
+# The down-ResBlocks normalise x, then 2x2-average-pool both the result and x itself (the residual path). In jnp,
+# XLA fuses the affine into the pooling and reads x once (0.21 ms at level 0, 100 images, H200; a Pallas kernel
+# doing the same took 0.23 ms, and the previous full-size normalised array + two pooling passes 0.48 ms).
+
+def downsample_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> tuple[jax.Array, jax.Array]:
+    """([silu](x * a + b), x), both 2x2-average-pooled in fp32, per (image, channel); x (B, H, W, C), a, b (B, C)."""
+    n, h, w, c = x.shape
+
+    def pool(v):
+        return v.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4)).astype(x.dtype)
+
+    return pool(_silu_affine(x.reshape(n, -1, c), a, b, silu).reshape(x.shape)), pool(x.astype(jnp.float32))
+
+
+# The UNet's output: silu(GN(h)) into a 3x3 convolution with 3 output channels, which cuDNN runs at ~1/4 of its
+# input-read speed. Instead one pass normalises h and multiplies it by the 9 taps' weights (C x 9 * 3, padded to
+# 32 columns); the caller sums the 9 shifted tap outputs (layers.GroupNorm32.narrow_conv).
+
+def matmul_ok(x: jax.Array, w: jax.Array) -> bool:
+    """Whether x (B, P, C) @ w (C, K) gets the Pallas kernel (K a power of two Triton's dot takes)."""
+    return pallas_ok(x) and x.shape[1] % HEAD_ROWS == 0 and w.shape[1] in (16, 32, 64)
+
+
+def affine_matmul_pallas(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: bool, *,
+                         rows: int = HEAD_ROWS, warps: int | None = HEAD_WARPS,
+                         interpret: bool = False) -> jax.Array:
+    """Grid (image, tile of `rows` positions); fp32 out."""
+    n, p, c = x.shape
+
+    def kernel(x_ref, a_ref, b_ref, w_ref, o_ref):
+        y = _silu_affine(x_ref[...], a_ref[...], b_ref[...], silu).astype(w_ref.dtype)
+        o_ref[...] = jnp.dot(y, w_ref[...], preferred_element_type=jnp.float32)
+
+    tile = pl.BlockSpec((None, rows, c), lambda i, j: (i, j, 0))
+    per_image = pl.BlockSpec((None, c), lambda i, j: (i, 0))
+    k = w.shape[1]
+    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((n, p, k), jnp.float32), grid=(n, p // rows),
+                          in_specs=[tile, per_image, per_image, pl.BlockSpec((c, k), lambda i, j: (0, 0))],
+                          out_specs=pl.BlockSpec((None, rows, k), lambda i, j: (i, j, 0)),
+                          compiler_params=_params(warps), interpret=interpret)(x, a, b, w)
+
+
+def affine_matmul_jnp(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: bool) -> jax.Array:
+    y = _silu_affine(x, a, b, silu).astype(w.dtype)
+    return jnp.einsum("npc,ck->npk", y, w, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def affine_matmul(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: bool,
+                  interpret: bool = False) -> jax.Array:
+    """[silu](x * a + b) @ w, the product in w's dtype with fp32 sums; x (B, P, C), a, b (B, C) fp32, w (C, K)."""
+    if interpret or matmul_ok(x, w):
+        return _kernel("matmul", silu, interpret)(x, a, b, w)
+    return affine_matmul_jnp(x, a, b, w, silu)
+
+
+def _matmul_fwd(x, a, b, w, silu, interpret):
+    return affine_matmul(x, a, b, w, silu, interpret), (x, a, b, w)
+
+
+def _matmul_bwd(silu, interpret, res, g):
+    x, a, b, w = res
+    y = _silu_affine(x, a, b, silu).astype(w.dtype).astype(jnp.float32)
+    dw = jnp.einsum("npc,npk->ck", y, g)
+    dx, da, db = _affine_grads(x, a, b, jnp.einsum("npk,ck->npc", g, w.astype(jnp.float32)), silu)
+    return dx.astype(x.dtype), da, db, dw.astype(w.dtype)
+
+
+affine_matmul.defvjp(_matmul_fwd, _matmul_bwd)

@@ -147,7 +147,7 @@ class UNet(nnx.Module):
             for _ in range(self.cfg.num_res_blocks + 1):
                 h = self.stages_out[k]((h, skips[level].pop()), emb, cond)
                 k += 1
-        return self.out_conv(self.out_norm(h, silu=True)).astype(jnp.float32)
+        return self.out_norm.narrow_conv(h, self.out_conv, silu=True)
 
 
 class DiffAE(nnx.Module):
