@@ -96,6 +96,15 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     return wrapped
 
 
+def _saving_inputs(fn, count: int):
+    """The forward rule of custom_vjp `fn`: its output, with its first `count` (differentiable) inputs saved for the
+    backward rule."""
+    def fwd(*args):
+        return fn(*args), args[:count]
+
+    return fwd
+
+
 def _params(warps: int | None) -> plgpu.CompilerParams | None:
     return plgpu.CompilerParams(num_warps=warps) if warps else None
 
@@ -136,16 +145,12 @@ def channel_moments(x: jax.Array, interpret: bool = False) -> tuple[jax.Array, j
     return _kernel("moments", interpret=interpret)(x) if interpret or pallas_ok(x) else moments_jnp(x)
 
 
-def _moments_fwd(x, interpret):
-    return channel_moments(x, interpret), x
-
-
-def _moments_bwd(interpret, x, grads):
-    g1, g2 = grads
+def _moments_bwd(interpret, res, grads):
+    (x,), (g1, g2) = res, grads
     return ((g1[:, None] + 2 * x.astype(jnp.float32) * g2[:, None]).astype(x.dtype),)
 
 
-channel_moments.defvjp(_moments_fwd, _moments_bwd)
+channel_moments.defvjp(_saving_inputs(channel_moments, 1), _moments_bwd)
 
 
 def _silu_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Array:
@@ -183,10 +188,6 @@ def channel_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, interpr
     return affine_jnp(x, a, b, silu)
 
 
-def _affine_fwd(x, a, b, silu, interpret):
-    return channel_affine(x, a, b, silu, interpret), (x, a, b)
-
-
 def _affine_grads(x, a, b, g, silu):
     """(dx in fp32, da, db) of y = [silu](x * a + b)."""
     xf, gf = x.astype(jnp.float32), g.astype(jnp.float32)
@@ -203,7 +204,7 @@ def _affine_bwd(silu, interpret, res, g):
     return dx.astype(x.dtype), da, db
 
 
-channel_affine.defvjp(_affine_fwd, _affine_bwd)
+channel_affine.defvjp(_saving_inputs(channel_affine, 3), _affine_bwd)
 
 
 # The UNet's decoder normalises concatenations [h, skip] and also needs the raw concatenation (its 1x1 skip
@@ -260,10 +261,6 @@ def concat_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: 
     return concat_affine_jnp(h, s, a, b, silu)
 
 
-def _concat_fwd(h, s, a, b, silu, interpret):
-    return concat_affine(h, s, a, b, silu, interpret), (h, s, a, b)
-
-
 def _concat_bwd(silu, interpret, res, grads):
     h, s, a, b = res
     g_y, g_raw = grads
@@ -273,7 +270,7 @@ def _concat_bwd(silu, interpret, res, grads):
     return dx[..., :c].astype(h.dtype), dx[..., c:].astype(s.dtype), da, db
 
 
-concat_affine.defvjp(_concat_fwd, _concat_bwd)
+concat_affine.defvjp(_saving_inputs(concat_affine, 4), _concat_bwd)
 
 
 # The UNet's up-ResBlocks normalise x, then up-sample (nearest, 2x) both the result and x itself (the residual path).
@@ -326,10 +323,6 @@ def upsample_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool,
     return upsample_affine_jnp(x, a, b, silu)
 
 
-def _upsample_fwd(x, a, b, silu, interpret):
-    return upsample_affine(x, a, b, silu, interpret), (x, a, b)
-
-
 def _upsample_bwd(silu, interpret, res, grads):
     x, a, b = res
     n, h, w, c = x.shape
@@ -338,7 +331,7 @@ def _upsample_bwd(silu, interpret, res, grads):
     return (dx.reshape(x.shape) + g_raw).astype(x.dtype), da, db
 
 
-upsample_affine.defvjp(_upsample_fwd, _upsample_bwd)
+upsample_affine.defvjp(_saving_inputs(upsample_affine, 3), _upsample_bwd)
 
 
 # The down-ResBlocks normalise x, then 2x2-average-pool both the result and x itself (the residual path). In jnp,
@@ -397,10 +390,6 @@ def affine_matmul(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: 
     return affine_matmul_jnp(x, a, b, w, silu)
 
 
-def _matmul_fwd(x, a, b, w, silu, interpret):
-    return affine_matmul(x, a, b, w, silu, interpret), (x, a, b, w)
-
-
 def _matmul_bwd(silu, interpret, res, g):
     x, a, b, w = res
     y = _silu_affine(x, a, b, silu).astype(w.dtype).astype(jnp.float32)
@@ -409,4 +398,4 @@ def _matmul_bwd(silu, interpret, res, g):
     return dx.astype(x.dtype), da, db, dw.astype(w.dtype)
 
 
-affine_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+affine_matmul.defvjp(_saving_inputs(affine_matmul, 4), _matmul_bwd)
