@@ -353,8 +353,9 @@ def downsample_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> t
 # 32 columns); the caller sums the 9 shifted tap outputs (layers.GroupNorm32.narrow_conv).
 
 def matmul_ok(x: jax.Array, w: jax.Array) -> bool:
-    """Whether x (B, P, C) @ w (C, K) gets the Pallas kernel (K a power of two Triton's dot takes)."""
-    return pallas_ok(x) and x.shape[1] % HEAD_ROWS == 0 and w.shape[1] in (16, 32, 64)
+    """Whether x (B, P, C) @ w (C, K) gets the Pallas kernel: a program holds whole rows of x, so C must be a
+    power of two (Triton's blocks), as must K."""
+    return pallas_ok(x) and x.shape[-1] in (128, 256) and x.shape[1] % HEAD_ROWS == 0 and w.shape[1] in (16, 32, 64)
 
 
 def affine_matmul_pallas(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: bool, *,
