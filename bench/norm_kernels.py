@@ -11,7 +11,8 @@ normalise + AdaGN + SiLU pass, at 2.1-2.8 TB/s where the card streams ~4.8 TB/s;
   upsample: the up-ResBlock's apply on a (size / 2)^2 input, writing it and its normalised value up-sampled 2x;
   head: the UNet's output, silu(x * scale + shift) into a 3x3 conv to 3 channels: XLA's apply + cuDNN's conv against
   one Pallas pass multiplying by the conv's 9 taps (C x 32) + XLA's shifted sum (at the first channel count only).
-Channel counts other than 128 and 256 (e.g. 384) take Pallas programs of 128 channels.
+Channel counts other than 128 and 256 (e.g. 384) take Pallas programs of 128 channels, except the up-sampling pass
+and the head, whose programs hold whole rows (their rows report the Triton error there; the model keeps them in XLA).
 
 Run (GPU machine): python bench/norm_kernels.py [--batch 100] [--size 128] [--channels 128 256] [--splits 4 8]
 [--warps 4 8] (Triton's default is 4 warps per program) [--head-rows 32 64 128]
