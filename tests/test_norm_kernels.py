@@ -18,6 +18,22 @@ def _inputs(channels: int, positions: int = 1024):
     return x, a, b
 
 
+def _assert_same_gradients(custom, reference, args, seed: int, rtol: float = 1e-5, atol: float = 1e-4):
+    """jax.grad of sum(weights * outputs) w.r.t. every input: through `custom` (the kernels' hand-written backward
+    passes) as through `reference` (autodiff of the jnp maths); one random weight array per output."""
+    shapes = jax.tree.leaves(jax.eval_shape(reference, *args))
+    keys = jax.random.split(jax.random.key(seed), len(shapes))
+    weights = [jax.random.normal(k, o.shape) for k, o in zip(keys, shapes)]
+
+    def loss(fn, *args):
+        return sum((w * o).sum() for w, o in zip(weights, jax.tree.leaves(fn(*args))))
+
+    argnums = tuple(range(1, len(args) + 1))
+    got, want = (jax.grad(loss, argnums)(fn, *args) for fn in (custom, reference))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("channels, positions", [(128, 1024), (256, 1024), (384, 256), (640, 64)])
 def test_pallas_kernels_match_the_jnp_maths(channels, positions):
     """Moments: fp32 sums of bf16 values of magnitude ~5, same as jnp to rtol 1e-5 (summation order only);
@@ -90,16 +106,8 @@ def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
     h = h.astype(jnp.float32)
     s = h[:, ::-1] * 0.5
     a2, b2 = jnp.concatenate([a, a], -1), jnp.concatenate([b, -b], -1)
-    wy, wr = jax.random.normal(jax.random.key(9), (2, 2, 1024, 256))
-
-    def loss(fn, h, s, a, b):
-        y, raw = fn(h, s, a, b)
-        return (wy * y).sum() + (wr * raw).sum()
-
-    got = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.concat_affine(*v, True, True), h, s, a2, b2)
-    want = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.concat_affine_jnp(*v, True), h, s, a2, b2)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
+    _assert_same_gradients(lambda *v: nk.concat_affine(*v, True, True), lambda *v: nk.concat_affine_jnp(*v, True),
+                           (h, s, a2, b2), seed=9)
 
 
 @pytest.mark.parametrize("width, channels", [(32, 256), (64, 128)])
@@ -121,16 +129,8 @@ def test_upsample_gradients_equal_autodiff_of_the_jnp_maths():
     """Gradients of both outputs sum over each 2 x 2 block back to the input pixel; fp32, rtol 1e-5."""
     x, a, b = _inputs(128)
     x = x.astype(jnp.float32)[:, :256].reshape(2, 8, 32, 128)
-    wy, wr = jax.random.normal(jax.random.key(10), (2, 2, 16, 64, 128))
-
-    def loss(fn, x, a, b):
-        y, raw = fn(x, a, b)
-        return (wy * y).sum() + (wr * raw).sum()
-
-    got = jax.grad(loss, argnums=(1, 2, 3))(lambda *v: nk.upsample_affine(*v, True, True), x, a, b)
-    want = jax.grad(loss, argnums=(1, 2, 3))(lambda *v: nk.upsample_affine_jnp(*v, True), x, a, b)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4)
+    _assert_same_gradients(lambda *v: nk.upsample_affine(*v, True, True), lambda *v: nk.upsample_affine_jnp(*v, True),
+                           (x, a, b), seed=10)
 
 
 def test_downsample_pools_the_normalised_and_the_raw_input():
@@ -160,16 +160,8 @@ def test_affine_matmul_kernel_and_gradients():
         want = nk.affine_matmul_jnp(x, a, b, w.astype(jnp.bfloat16), silu)
         assert got.shape == (2, 1024, 32) and got.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1 / 64 if silu else 1e-4)
-    xf = x.astype(jnp.float32)
-    wo = jax.random.normal(jax.random.key(13), (2, 1024, 32))
-
-    def loss(fn, x, a, b, w):
-        return (wo * fn(x, a, b, w)).sum()
-
-    got = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.affine_matmul(*v, True, True), xf, a, b, w)
-    want = jax.grad(loss, argnums=(1, 2, 3, 4))(lambda *v: nk.affine_matmul_jnp(*v, True), xf, a, b, w)
-    for g, w_ in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w_), rtol=1e-4, atol=1e-3)
+    _assert_same_gradients(lambda *v: nk.affine_matmul(*v, True, True), lambda *v: nk.affine_matmul_jnp(*v, True),
+                           (x.astype(jnp.float32), a, b, w), seed=13, rtol=1e-4, atol=1e-3)
 
 
 def test_kernels_keep_a_sharded_batch_on_its_devices():

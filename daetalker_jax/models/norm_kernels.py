@@ -60,22 +60,13 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     """The Pallas kernel `kind`; on several devices wrapped so that each runs it on its own images. Why: XLA
     cannot partition a Pallas call itself and would gather a batch sharded over the 'data' axis onto every
     device; with custom_partitioning it keeps the batch's sharding (any mesh, any device count)."""
-    def moments(x):
-        return moments_pallas(x, interpret=interpret)
+    impl = {"moments": moments_pallas, "affine": affine_pallas, "concat": concat_affine_pallas,
+            "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas}[kind]
+    options = {"interpret": interpret} if kind == "moments" else {"silu": silu, "interpret": interpret}
 
-    def affine(x, a, b):
-        return affine_pallas(x, a, b, silu, interpret=interpret)
+    def fn(*arrays):
+        return impl(*arrays, **options)
 
-    def concat(h, s, a, b):
-        return concat_affine_pallas(h, s, a, b, silu, interpret=interpret)
-
-    def upsample(x, a, b):
-        return upsample_affine_pallas(x, a, b, silu, interpret=interpret)
-
-    def matmul(x, a, b, w):
-        return affine_matmul_pallas(x, a, b, w, silu, interpret=interpret)
-
-    fn = {"moments": moments, "affine": affine, "concat": concat, "upsample": upsample, "matmul": matmul}[kind]
     if jax.device_count() == 1:
         return fn
 
