@@ -78,7 +78,7 @@ def test_custom_gradients_equal_autodiff_of_the_jnp_maths():
 def test_other_backends_take_the_jnp_path():
     """On the CPU every GroupNorm pass is the jnp maths (the kernels run here only in interpret mode)."""
     x, a, b = _inputs(128)
-    assert not nk.pallas_ok(x) and not nk.concat_ok(x, x)
+    assert not nk.pallas_ok(x) and not nk.concat_ok(x, x) and not nk.project_ok(x, x, x[0, :256, :128])
     np.testing.assert_array_equal(np.asarray(nk.channel_affine(x, a, b, True), np.float32),
                                   np.asarray(nk.affine_jnp(x, a, b, True), np.float32))
 
@@ -108,6 +108,44 @@ def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
     a2, b2 = jnp.concatenate([a, a], -1), jnp.concatenate([b, -b], -1)
     _assert_same_gradients(lambda *v: nk.concat_affine(*v, True, True), lambda *v: nk.concat_affine_jnp(*v, True),
                            (h, s, a2, b2), seed=9)
+
+
+def _concat_inputs(channels: int, skip: int, dtype=jnp.bfloat16):
+    """h (2, 1024, channels), s (.., skip), a and b over the concatenation, a 1x1 projection to `skip` channels (as
+    in the UNet decoder) and its bias."""
+    h, a, b = _inputs(channels)
+    s = (h[..., :skip].astype(jnp.float32) * -0.5 + 1).astype(jnp.bfloat16)
+    a2, b2 = jnp.concatenate([a, a[:, :skip]], -1), jnp.concatenate([b, -b[:, :skip]], -1)
+    w = jax.random.normal(jax.random.key(11), (channels + skip, skip)) * 0.05
+    return h.astype(dtype), s.astype(dtype), a2, b2, w.astype(dtype), b[0, :skip]
+
+
+@pytest.mark.parametrize("channels, skip, rows, tiles", [(128, 128, 128, 4), (128, 128, 64, 1), (256, 128, 64, 2)])
+def test_project_kernel_normalises_and_projects(channels, skip, rows, tiles):
+    """The decoder's two-input pass with the 1x1 projection, at the model's tiles and others (the model only gives it
+    128 + 128 channels): the normalised concatenation equals the jnp maths (atol 1/64, as above); the projection
+    [h, s] @ w + bias (fp32 sums, then one rounding) equals the exact product of the same bf16 values to one bf16
+    rounding (rtol 2^-8, atol 1e-3 for sums near zero)."""
+    h, s, a, b, w, bias = _concat_inputs(channels, skip)
+    raw = np.concatenate([np.asarray(h, np.float64), np.asarray(s, np.float64)], -1)
+    exact = raw @ np.asarray(w, np.float64) + np.asarray(bias, np.float64)
+    for silu in (True, False):
+        y, proj = nk.project_affine_pallas(h, s, a, b, w, bias, silu, rows=rows, tiles=tiles,
+                                              interpret=True)
+        ref_y, ref_proj = nk.project_affine_jnp(h, s, a, b, w, bias, silu)
+        assert y.shape == (2, 1024, channels + skip) and proj.shape == (2, 1024, skip)
+        assert y.dtype == proj.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
+        for p in (proj, ref_proj):
+            np.testing.assert_allclose(np.asarray(p, np.float64), exact, rtol=2 ** -8, atol=1e-3)
+
+
+def test_project_gradients_equal_autodiff_of_the_jnp_maths():
+    """Both outputs carry gradient (the normalised one through the affine, the projection to the parts, w and the
+    bias); fp32, rtol 1e-4 (dw sums 2,048 products in another order)."""
+    args = _concat_inputs(128, 128, jnp.float32)
+    _assert_same_gradients(lambda *v: nk.project_affine(*v, True, True), lambda *v: nk.project_affine_jnp(*v, True),
+                           args, seed=9, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("width, channels", [(32, 256), (64, 128)])
@@ -166,7 +204,7 @@ def test_affine_matmul_kernel_and_gradients():
 
 def test_kernels_keep_a_sharded_batch_on_its_devices():
     """On several devices (conftest: 8 CPU devices) each kernel runs on the images of its own shard: no
-    collective in the compiled step, outputs sharded like the batch (the head's matrix replicated), values as the jnp
+    collective in the compiled step, outputs sharded like the batch (the matrices replicated), values as the jnp
     maths (bf16 rounding)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -178,20 +216,25 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
     s = jax.device_put(jax.random.normal(keys[1], (n, 512, 256), jnp.bfloat16), batch)
     a = jax.device_put(jax.random.uniform(keys[2], (n, 384), jnp.float32, 0.5, 1.5), batch)
     b = jax.device_put(jax.random.normal(keys[3], (n, 384)), batch)
-    w = jax.device_put(jax.random.normal(keys[4], (128, 32), jnp.bfloat16), NamedSharding(mesh, PartitionSpec()))
-    def norm(h, s, a, b, w):
+    replicated = NamedSharding(mesh, PartitionSpec())
+    w = jax.device_put(jax.random.normal(keys[4], (384, 128), jnp.bfloat16) * 0.05, replicated)
+    bias = jax.device_put(jnp.linspace(-1, 1, 128), replicated)
+
+    def norm(h, s, a, b, w, bias):
         a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
         return (nk.channel_moments(h, True), nk.channel_affine(h, a1, b1, True, True),
-                nk.concat_affine(h, s, a, b, True, True), nk.upsample_affine(up, a1, b1, True, True),
-                nk.affine_matmul(h, a1, b1, w, True, True))
+                nk.concat_affine(h, s, a, b, True, True),
+                nk.project_affine(h, h, a[:, :256], b[:, :256], w[:256], bias, True, True),
+                nk.upsample_affine(up, a1, b1, True, True), nk.affine_matmul(h, a1, b1, w[:128, :32], True, True))
 
     step = jax.jit(norm)
-    hlo = step.lower(h, s, a, b, w).compile().as_text()
+    hlo = step.lower(h, s, a, b, w, bias).compile().as_text()
     assert not any(op in hlo for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"))
-    got = step(h, s, a, b, w)
+    got = step(h, s, a, b, w, bias)
     a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
     want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), nk.concat_affine_jnp(h, s, a, b, True),
-            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w, True))
+            nk.project_affine_jnp(h, h, a[:, :256], b[:, :256], w[:256], bias, True),
+            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True))
     for g, w_ in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.sharding.spec == PartitionSpec("data")
-        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=1e-5, atol=1 / 64)
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=2 ** -8, atol=1 / 64)

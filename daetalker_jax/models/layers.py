@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from daetalker_jax.models.norm_kernels import (affine_matmul, channel_affine, channel_moments, concat_affine,
-                                               downsample_affine, upsample_affine)
+                                               downsample_affine, project_affine, project_ok, upsample_affine)
 
 _LECUN = nnx.initializers.lecun_normal()
 _TRUNCATED_STD = 0.87962566103423978   # std of a unit normal truncated to [-2, 2]
@@ -73,15 +73,21 @@ class GroupNorm32(nnx.Module):
         a, offset = self._fold(flat, scale, shift)
         return channel_affine(flat, a, offset, silu).reshape(x.shape)
 
-    def concat(self, h: jax.Array, skip: jax.Array, silu: bool = False) -> tuple[jax.Array, jax.Array]:
-        """(GN([h, skip]) [then SiLU], [h, skip]) without an intermediate concatenation: the moments of h and
-        skip are taken apart (skip's are the ones its encoder consumer computed) and one pass writes both
-        concatenations (the raw one feeds the UNet decoder's 1x1 skip convolution)."""
+    def concat(self, h: jax.Array, skip: jax.Array, proj: nnx.Conv,
+               silu: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(GN([h, skip]) [then SiLU], proj([h, skip])) for a 1x1 `proj` (the UNet decoder's skip convolution), without
+        XLA's concatenation copy: the moments of h and skip are taken apart (skip's are the ones its encoder consumer
+        computed) and one pass writes the normalised concatenation and either the projection (parts of 128 channels
+        on a GPU) or the raw concatenation, which `proj` then reads."""
         parts = [v.reshape(v.shape[0], -1, v.shape[-1]) for v in (h, skip)]
         moments = [jnp.concatenate(m, axis=-1) for m in zip(*map(channel_moments, parts))]
         a, offset = self._affine(moments, parts[0].shape[1])
-        shape = h.shape[:-1] + (h.shape[-1] + skip.shape[-1],)
-        return tuple(v.reshape(shape) for v in concat_affine(*parts, a, offset, silu))
+        w = proj.kernel[0, 0].astype(proj.dtype)
+        shape = h.shape[:-1] + (-1,)
+        if project_ok(*parts, w):
+            return tuple(v.reshape(shape) for v in project_affine(*parts, a, offset, w, proj.bias[...], silu))
+        y, raw = concat_affine(*parts, a, offset, silu)
+        return y.reshape(shape), proj(raw.reshape(shape))
 
     def resample(self, x: jax.Array, how: str, silu: bool = False) -> tuple[jax.Array, jax.Array]:
         """(GN(x) [then SiLU], x), both up-sampled 2x (nearest; how="up") or 2x2-average-pooled ("down"), written
@@ -170,12 +176,14 @@ class ResBlock(nnx.Module):
     def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array], emb: jax.Array | None = None,
                  cond: jax.Array | None = None) -> jax.Array:
         """x: the input, or (h, skip) to be concatenated (the UNet decoder)."""
-        if isinstance(x, tuple):
-            h, x = self.in_norm.concat(*x, silu=True)
-        elif self.resample:   # both paths re-sampled by the normalisation's pass
-            h, x = self.in_norm.resample(x, self.resample, silu=True)
+        if isinstance(x, tuple):   # the decoder: cin (h's + skip's channels) != cout in every UNet layout
+            h, residual = self.in_norm.concat(*x, self.skip, silu=True)
         else:
-            h = self.in_norm(x, silu=True)
+            if self.resample:   # both paths re-sampled by the normalisation's pass
+                h, x = self.in_norm.resample(x, self.resample, silu=True)
+            else:
+                h = self.in_norm(x, silu=True)
+            residual = x if self.skip is None else self.skip(x)
         h = self.in_conv(h)
         if self.conditioned:
             t_scale, t_shift = jnp.split(self.emb(nnx.silu(emb)).astype(jnp.float32), 2, axis=-1)
@@ -183,7 +191,7 @@ class ResBlock(nnx.Module):
             # (GN(h) * (1 + t_scale) + t_shift) * (1 + z_scale), then SiLU, in one pass
             h = self.out_norm(h, scale=(1 + t_scale) * z_scale, shift=t_shift * z_scale, silu=True)
             h = self.out_conv(self.dropout(h))
-        return (x if self.skip is None else self.skip(x)) + h
+        return residual + h
 
 
 class AttentionBlock(nnx.Module):

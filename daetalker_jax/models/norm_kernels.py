@@ -1,7 +1,8 @@
 """GroupNorm's memory-bound passes as Pallas kernels on GPUs: per-channel moments, y = silu(x * a + b), and
-variants of the latter: for the UNet decoder, one reads [h, skip] as two inputs and writes both concatenations, one
-writes the 2x up-sampled result and the up-sampled input; for the UNet's output, one multiplies y by a narrow matrix
-(the 3-channel output convolution's taps). The down-ResBlocks' pass stays in jnp: XLA fuses it into one pass.
+variants of the latter: for the UNet decoder, one reads [h, skip] as two inputs and writes the normalised
+concatenation and the raw one's 1x1 projection (the ResBlock's skip convolution); one writes the 2x up-sampled result
+and the up-sampled input; for the UNet's output, one multiplies y by a narrow matrix (the 3-channel output
+convolution's taps). The down-ResBlocks' pass stays in jnp: XLA fuses it into one pass.
 
 Why: at 128 px the DDIM step spent ~42% of its time in these passes, which XLA's fusions run at 2.0-3.1 TB/s on an
 H200 (bench/kernel_time.py), while the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton)
@@ -31,6 +32,8 @@ ROWS = 32     # positions per tile
 SPLITS = 16   # programs per image for the moments (fewer where an image has fewer tiles)
 WARPS = 8
 HEAD_ROWS, HEAD_WARPS = 64, 4   # the output head's matmul: 0.44 ms with its sum, 0.55-1.21 with 32 / 128 rows, 8 warps
+PROJECT_ROWS, PROJECT_TILES, PROJECT_WARPS = 128, 4, 8   # the decoder's concatenation + projection: 0.79 ms, 0.90-2.4
+                                                          # with 64 / 128 rows x 1-16 tiles, 4 / 8 / 16 warps
 
 
 def pallas_ok(x: jax.Array) -> bool:
@@ -49,6 +52,7 @@ def _channel_block(*widths: int) -> int:
 # head's matrix is replicated.
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
           "concat": "b p c, b p e, b d, b d -> b p d, b p d",
+          "project": "b p c, b p e, b d, b d, d k, k -> b p d, b p k",
           "upsample": "b h w c, b c, b c -> b u v c, b u v c",
           "matmul": "b p c, b c, b c, c k -> b p k"}
 _WHOLE = {kind: tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
@@ -61,6 +65,7 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     cannot partition a Pallas call itself and would gather a batch sharded over the 'data' axis onto every
     device; with custom_partitioning it keeps the batch's sharding (any mesh, any device count)."""
     impl = {"moments": moments_pallas, "affine": affine_pallas, "concat": concat_affine_pallas,
+            "project": project_affine_pallas,
             "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas}[kind]
     options = {"interpret": interpret} if kind == "moments" else {"silu": silu, "interpret": interpret}
 
@@ -262,6 +267,94 @@ def _concat_bwd(silu, interpret, res, grads):
 
 
 concat_affine.defvjp(_saving_inputs(concat_affine, 4), _concat_bwd)
+
+
+# Where the decoder's parts are 128 + 128 channels projected to 128 (the 1x1 skip convolution of the two largest
+# levels), one kernel reads both parts once, writes the normalised concatenation and multiplies the raw one by the
+# projection: the raw concatenation (written by the kernel above, then read by cuDNN's 1x1 convolution) never reaches
+# memory. Level-0 shapes, H200: 0.985 -> 0.785 ms. Wider parts stay with the kernel above: Triton's products here run
+# far below the tensor cores' rate, and the weights of wider projections do not fit in shared memory.
+
+def project_ok(h: jax.Array, s: jax.Array, w: jax.Array) -> bool:
+    """Whether parts h, s (B, P, 128) and the projection w (256, 128) get the projecting kernel."""
+    return (h.shape[:2] == s.shape[:2] and h.shape[-1] == s.shape[-1] == w.shape[1] == 128 and pallas_ok(h)
+            and h.shape[1] % PROJECT_ROWS == 0)
+
+
+def project_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, bias: jax.Array,
+                          silu: bool, *, rows: int = PROJECT_ROWS, tiles: int = PROJECT_TILES,
+                          warps: int | None = PROJECT_WARPS, stages: int | None = None,
+                          interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(affine of [h, s], [h, s] @ w + bias) for h, s (B, P, c_h / c_s); grid (image, `tiles` tiles of `rows`
+    positions): a program loads w once, then per tile takes its rows of h and s in blocks of 128 channels, writes each
+    block normalised and adds its product with the block's rows of w to fp32 sums."""
+    n, p, ch = h.shape
+    width, o = ch + s.shape[-1], w.shape[1]
+    tiles = math.gcd(tiles, p // rows)
+
+    def kernel(h_ref, s_ref, a_ref, b_ref, w_ref, bias_ref, y_ref, o_ref):
+        blocks = range(0, width, 128)
+        weights = [w_ref[pl.ds(start, 128), :] for start in blocks]
+        scales = [(a_ref[pl.ds(start, 128)], b_ref[pl.ds(start, 128)]) for start in blocks]
+        first = jnp.zeros((rows, o), jnp.float32) + bias_ref[...].astype(jnp.float32)[None, :]
+
+        def tile(t, carry):
+            at, acc = pl.ds(t * rows, rows), first
+            for start, wk, (ak, bk) in zip(blocks, weights, scales):
+                ref, offset = (h_ref, start) if start < ch else (s_ref, start - ch)
+                x = ref[at, pl.ds(offset, 128)]
+                y_ref[at, pl.ds(start, 128)] = _silu_affine(x, ak, bk, silu).astype(y_ref.dtype)
+                acc += jnp.dot(x, wk, preferred_element_type=jnp.float32)
+            o_ref[at, :] = acc.astype(o_ref.dtype)
+            return carry
+
+        jax.lax.fori_loop(0, tiles, tile, 0)
+
+    def block(c):
+        return pl.BlockSpec((None, rows * tiles, c), lambda i, j: (i, j, 0))
+
+    def whole(*shape):
+        return pl.BlockSpec(shape, lambda i, j: (0,) * len(shape))
+
+    per_image = pl.BlockSpec((None, width), lambda i, j: (i, 0))
+    out = (jax.ShapeDtypeStruct((n, p, width), h.dtype), jax.ShapeDtypeStruct((n, p, o), h.dtype))
+    params = plgpu.CompilerParams(num_warps=warps, num_stages=stages) if warps or stages else None
+    return pl.pallas_call(kernel, out_shape=out, grid=(n, p // (rows * tiles)),
+                          in_specs=[block(ch), block(s.shape[-1]), per_image, per_image, whole(width, o), whole(o)],
+                          out_specs=(block(width), block(o)), compiler_params=params,
+                          interpret=interpret)(h, s, a, b, w, bias)
+
+
+def project_affine_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, bias: jax.Array,
+                       silu: bool) -> tuple[jax.Array, jax.Array]:
+    raw = jnp.concatenate([h, s], axis=-1)
+    proj = jnp.einsum("npc,co->npo", raw, w, preferred_element_type=jnp.float32) + bias
+    return affine_jnp(raw, a, b, silu), proj.astype(h.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def project_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, bias: jax.Array, silu: bool,
+                   interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """([silu]([h, s] * a + b), [h, s] @ w + bias) per (image, channel); h, s (B, P, c_h / c_s), a, b (B, c_h + c_s)
+    fp32, w (c_h + c_s, O) in h's dtype, bias (O,); the product with fp32 sums, both outputs in h's dtype."""
+    if interpret or project_ok(h, s, w):
+        return _kernel("project", silu, interpret)(h, s, a, b, w, bias)
+    return project_affine_jnp(h, s, a, b, w, bias, silu)
+
+
+def _project_bwd(silu, interpret, res, grads):
+    h, s, a, b, w, bias = res
+    g_y, g_o = grads
+    raw = jnp.concatenate([h, s], axis=-1)
+    dx, da, db = _affine_grads(raw, a, b, g_y, silu)
+    dx = dx + jnp.einsum("npo,co->npc", g_o, w, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("npc,npo->co", raw, g_o, preferred_element_type=jnp.float32)
+    c = h.shape[-1]
+    return (dx[..., :c].astype(h.dtype), dx[..., c:].astype(s.dtype), da, db, dw.astype(w.dtype),
+            g_o.astype(jnp.float32).sum((0, 1)).astype(bias.dtype))
+
+
+project_affine.defvjp(_saving_inputs(project_affine, 6), _project_bwd)
 
 
 # The UNet's up-ResBlocks normalise x, then up-sample (nearest, 2x) both the result and x itself (the residual path).
