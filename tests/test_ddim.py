@@ -82,6 +82,11 @@ def test_eta_zero_and_one_both_sample_the_gaussian_data_distribution():
     d = jax.jit(lambda x: ddim.sample(eps_fn, x, None, S, 50, eta=0.0, key=jax.random.key(3)))(x_T)
     assert float(jnp.abs(a - b).max()) > 0.01 and float(jnp.abs(c - d).max()) == 0   # only eta > 0 is random
 
+    def traced(eta: float) -> str:
+        return str(jax.make_jaxpr(lambda x: ddim.sample(eps_fn, x, None, S, 5, eta=eta))(x_T))
+
+    assert "random_bits" in traced(1.0) and "random_bits" not in traced(0.0)   # eta = 0 draws no noise at all
+
 
 def test_clipping_keeps_samples_in_range():
     def eps_fn(x, t, z):   # a denoiser that points far outside [-1, 1]

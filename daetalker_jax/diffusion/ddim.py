@@ -31,14 +31,16 @@ def sample(model_fn: ModelFn, x_T: jax.Array, z_sem: jax.Array, schedule: Schedu
     abar = jnp.asarray(schedule.alphas_cumprod[kept], jnp.float32)
     abar_prev = jnp.concatenate([jnp.ones(1), abar[:-1]])
     keys = jax.random.split(key if key is not None else jax.random.key(0), steps)
+    deterministic = isinstance(eta, (int, float)) and eta == 0
 
     def body(x, inputs):
         t, a_t, a_prev, k, last = inputs
         x0, eps = _x0_and_eps(model_fn, x, t, z_sem, a_t, schedule)
         sigma = eta * jnp.sqrt((1 - a_prev) / (1 - a_t)) * jnp.sqrt(1 - a_t / a_prev)
         x = jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev - sigma**2) * eps
-        noise = jax.random.normal(k, x.shape, x.dtype)
-        return x + jnp.where(last, 0.0, sigma) * noise, None
+        if deterministic:   # no noise to draw (a full-size random array a step otherwise)
+            return x, None
+        return x + jnp.where(last, 0.0, sigma) * jax.random.normal(k, x.shape, x.dtype), None
 
     inputs = (jnp.asarray(kept[::-1], jnp.int32), abar[::-1], abar_prev[::-1], keys, jnp.arange(steps)[::-1] == 0)
     return jax.lax.scan(body, x_T.astype(jnp.float32), inputs)[0]
