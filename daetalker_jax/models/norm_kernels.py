@@ -7,7 +7,7 @@ convolution's taps). The down-ResBlocks' pass stays in jnp: XLA fuses it into on
 Why: at 128 px the DDIM step spent ~42% of its time in these passes, which XLA's fusions run at 2.0-3.1 TB/s on an
 H200 (bench/kernel_time.py), while the convolutions already run at ~87% of the bf16 peak. The Pallas (Triton)
 kernels stream at 3.4-3.7 TB/s on the same shapes (bench/norm_kernels.py); end to end the 128 px DDIM step
-is ~10% faster than with XLA alone and the 256 px one ~8% (bench/RESULTS.md, stops 21-23). All passes have
+is ~10% faster than with XLA alone and the 256 px one ~8% (bench/RESULTS.md, stops 21-24). All passes have
 analytic gradients in plain JAX (custom_vjp), so training uses them too, and custom_partitioning keeps a batch
 sharded over several devices on its devices. Shapes the kernels do not tile (channels not in blocks of 128,
 positions not in tiles of ROWS) and other backends use the same maths in jnp, which XLA fuses.
