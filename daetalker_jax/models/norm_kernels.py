@@ -48,8 +48,8 @@ def _channel_block(*widths: int) -> int:
     return 256 if all(w % 256 == 0 for w in widths) else 128
 
 
-# Shardy rules of the kernels: the batch axis b passes through, positions and channels stay whole, the output
-# head's matrix is replicated.
+# Shardy rules of the kernels: the batch axis b passes through, positions and channels stay whole, the matrices (the
+# decoder's projection, the output head's taps) are replicated.
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
           "concat": "b p c, b p e, b d, b d -> b p d, b p d",
           "project": "b p c, b p e, b d, b d, d k, k -> b p d, b p k",
@@ -101,8 +101,8 @@ def _saving_inputs(fn, count: int):
     return fwd
 
 
-def _params(warps: int | None) -> plgpu.CompilerParams | None:
-    return plgpu.CompilerParams(num_warps=warps) if warps else None
+def _params(warps: int | None, stages: int | None = None) -> plgpu.CompilerParams | None:
+    return plgpu.CompilerParams(num_warps=warps, num_stages=stages) if warps or stages else None
 
 
 def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int = SPLITS, warps: int | None = WARPS,
@@ -318,10 +318,9 @@ def project_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array
 
     per_image = pl.BlockSpec((None, width), lambda i, j: (i, 0))
     out = (jax.ShapeDtypeStruct((n, p, width), h.dtype), jax.ShapeDtypeStruct((n, p, o), h.dtype))
-    params = plgpu.CompilerParams(num_warps=warps, num_stages=stages) if warps or stages else None
     return pl.pallas_call(kernel, out_shape=out, grid=(n, p // (rows * tiles)),
                           in_specs=[block(ch), block(s.shape[-1]), per_image, per_image, whole(width, o), whole(o)],
-                          out_specs=(block(width), block(o)), compiler_params=params,
+                          out_specs=(block(width), block(o)), compiler_params=_params(warps, stages),
                           interpret=interpret)(h, s, a, b, w, bias)
 
 
