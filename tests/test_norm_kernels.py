@@ -130,8 +130,7 @@ def test_project_kernel_normalises_and_projects(channels, skip, rows, tiles):
     raw = np.concatenate([np.asarray(h, np.float64), np.asarray(s, np.float64)], -1)
     exact = raw @ np.asarray(w, np.float64) + np.asarray(bias, np.float64)
     for silu in (True, False):
-        y, proj = nk.project_affine_pallas(h, s, a, b, w, bias, silu, rows=rows, tiles=tiles,
-                                              interpret=True)
+        y, proj = nk.project_affine_pallas(h, s, a, b, w, bias, silu, rows=rows, tiles=tiles, interpret=True)
         ref_y, ref_proj = nk.project_affine_jnp(h, s, a, b, w, bias, silu)
         assert y.shape == (2, 1024, channels + skip) and proj.shape == (2, 1024, skip)
         assert y.dtype == proj.dtype == jnp.bfloat16
@@ -235,6 +234,8 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
     want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), nk.concat_affine_jnp(h, s, a, b, True),
             nk.project_affine_jnp(h, h, a[:, :256], b[:, :256], w[:256], bias, True),
             nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True))
-    for g, w_ in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert g.sharding.spec == PartitionSpec("data")
-        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=2 ** -8, atol=1 / 64)
+    for i, (got_i, want_i) in enumerate(zip(got, want)):
+        rtol = 2 ** -8 if i == 3 else 1e-5   # the projection: bf16 values of ~4 (a step of 1/32) from fp32 sums
+        for g, w_ in zip(jax.tree.leaves(got_i), jax.tree.leaves(want_i)):
+            assert g.sharding.spec == PartitionSpec("data")
+            np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=rtol, atol=1 / 64)
