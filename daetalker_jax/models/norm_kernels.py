@@ -65,8 +65,7 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     cannot partition a Pallas call itself and would gather a batch sharded over the 'data' axis onto every
     device; with custom_partitioning it keeps the batch's sharding (any mesh, any device count)."""
     impl = {"moments": moments_pallas, "affine": affine_pallas, "concat": concat_affine_pallas,
-            "project": project_affine_pallas,
-            "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas}[kind]
+            "project": project_affine_pallas, "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas}[kind]
     options = {"interpret": interpret} if kind == "moments" else {"silu": silu, "interpret": interpret}
 
     def fn(*arrays):
@@ -296,10 +295,10 @@ def project_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array
         blocks = range(0, width, 128)
         weights = [w_ref[pl.ds(start, 128), :] for start in blocks]
         scales = [(a_ref[pl.ds(start, 128)], b_ref[pl.ds(start, 128)]) for start in blocks]
-        first = jnp.zeros((rows, o), jnp.float32) + bias_ref[...].astype(jnp.float32)[None, :]
+        init = jnp.zeros((rows, o), jnp.float32) + bias_ref[...].astype(jnp.float32)[None, :]
 
         def tile(t, carry):
-            at, acc = pl.ds(t * rows, rows), first
+            at, acc = pl.ds(t * rows, rows), init
             for start, wk, (ak, bk) in zip(blocks, weights, scales):
                 ref, offset = (h_ref, start) if start < ch else (s_ref, start - ch)
                 x = ref[at, pl.ds(offset, 128)]
@@ -342,14 +341,13 @@ def project_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: ja
 
 
 def _project_bwd(silu, interpret, res, grads):
+    """The concatenation's gradients (`_concat_bwd`), with the projection's cotangent carried back to the raw
+    concatenation as g_o @ w^T, plus those of w and the bias."""
     h, s, a, b, w, bias = res
     g_y, g_o = grads
-    raw = jnp.concatenate([h, s], axis=-1)
-    dx, da, db = _affine_grads(raw, a, b, g_y, silu)
-    dx = dx + jnp.einsum("npo,co->npc", g_o, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("npc,npo->co", raw, g_o, preferred_element_type=jnp.float32)
-    c = h.shape[-1]
-    return (dx[..., :c].astype(h.dtype), dx[..., c:].astype(s.dtype), da, db, dw.astype(w.dtype),
+    g_raw = jnp.einsum("npo,co->npc", g_o, w, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("npc,npo->co", jnp.concatenate([h, s], axis=-1), g_o, preferred_element_type=jnp.float32)
+    return (*_concat_bwd(silu, interpret, (h, s, a, b), (g_y, g_raw)), dw.astype(w.dtype),
             g_o.astype(jnp.float32).sum((0, 1)).astype(bias.dtype))
 
 
