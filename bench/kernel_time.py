@@ -37,7 +37,7 @@ from daetalker_jax.trainers.dae import DAETask
 def kernel_class(kernel: str) -> str:
     """A coarse class from the CUDA kernel's name (XLA fusion names, cuDNN/CUTLASS/cuBLAS naming)."""
     k = kernel.lower()
-    if re.fullmatch(r"kernel(__\d+)?", k):
+    if k.startswith("groupnorm_") or re.fullmatch(r"kernel(__\d+)?", k):
         return "Pallas kernels (GroupNorm: models/norm_kernels.py)"
     if "reduce" in k:
         return "fusion: reduction (norm statistics)"
@@ -110,6 +110,12 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | N
     rows = ["| class | ms per step | share | GB per step (fusions) | TB/s |", "|---|---|---|---|---|"]
     rows += [f"| {c} | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% | {rate(class_bytes[c], ns)} |"
              for c, ns in by_class.most_common()]
+    passes = collections.Counter()   # the Pallas kernels by pass (norm_kernels names each pallas_call)
+    for kernel, ns in by_kernel.items():
+        if kernel_class(kernel).startswith("Pallas"):
+            passes[re.sub(r"__\d+$", "", kernel)] += ns
+    rows += ["", "| Pallas pass | ms per step | share |", "|---|---|---|"]
+    rows += [f"| `{k}` | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% |" for k, ns in passes.most_common()]
     rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s |", "|---" * 6 + "|"]
     rows += [f"| `{k[:80]}` | {kernel_class(k)} | {ns / steps / 1e6:.3f} | {100 * ns / total:.1f}% | "
              f"{rate(nbytes.get(k, 0), ns)} |" for k, ns in by_kernel.most_common(top)]

@@ -125,7 +125,8 @@ def moments_pallas(x: jax.Array, *, rows: int = ROWS, splits: int = SPLITS, warp
     part = pl.BlockSpec((None, None, cb), lambda i, j, k: (i, j, k))
     s1, s2 = pl.pallas_call(kernel, out_shape=(out, out), grid=(b, splits, c // cb),
                             in_specs=[pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, k))],
-                            out_specs=(part, part), compiler_params=_params(warps), interpret=interpret)(x)
+                            out_specs=(part, part), compiler_params=_params(warps), interpret=interpret,
+                            name="groupnorm_moments")(x)
     return s1.sum(1), s2.sum(1)
 
 
@@ -167,7 +168,7 @@ def affine_pallas(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows:
     per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(n, p // rows, c // cb),
                           in_specs=[tile, per_image, per_image], out_specs=tile, compiler_params=_params(warps),
-                          interpret=interpret)(x, a, b)
+                          interpret=interpret, name="groupnorm_apply")(x, a, b)
 
 
 def affine_jnp(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Array:
@@ -238,7 +239,7 @@ def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array,
     out = jax.ShapeDtypeStruct((n, p, width), h.dtype)
     return pl.pallas_call(kernel, out_shape=(out, out), grid=(n, p // rows, width // cb),
                           in_specs=[from_h, from_s, per_image, per_image], out_specs=(tile, tile),
-                          compiler_params=_params(warps), interpret=interpret)(h, s, a, b)
+                          compiler_params=_params(warps), interpret=interpret, name="groupnorm_concat")(h, s, a, b)
 
 
 def concat_affine_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array,
@@ -320,7 +321,7 @@ def project_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array
     return pl.pallas_call(kernel, out_shape=out, grid=(n, p // (rows * tiles)),
                           in_specs=[block(ch), block(s.shape[-1]), per_image, per_image, whole(width, o), whole(o)],
                           out_specs=(block(width), block(o)), compiler_params=_params(warps, stages),
-                          interpret=interpret)(h, s, a, b, w, bias)
+                          interpret=interpret, name="groupnorm_project")(h, s, a, b, w, bias)
 
 
 def project_affine_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, bias: jax.Array,
@@ -386,7 +387,8 @@ def upsample_affine_pallas(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool,
     quad = pl.BlockSpec((None, None, 2, w, 2, c), lambda i, j: (i, j, 0, 0, 0, 0))
     out = jax.ShapeDtypeStruct((n, h, 2, w, 2, c), x.dtype)
     y, raw = pl.pallas_call(kernel, out_shape=(out, out), grid=(n, h), in_specs=[row, per_image, per_image],
-                            out_specs=(quad, quad), compiler_params=_params(warps), interpret=interpret)(x, a, b)
+                            out_specs=(quad, quad), compiler_params=_params(warps), interpret=interpret,
+                            name="groupnorm_upsample")(x, a, b)
     return y.reshape(n, 2 * h, 2 * w, c), raw.reshape(n, 2 * h, 2 * w, c)
 
 
@@ -455,7 +457,7 @@ def affine_matmul_pallas(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array,
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((n, p, k), jnp.float32), grid=(n, p // rows),
                           in_specs=[tile, per_image, per_image, pl.BlockSpec((c, k), lambda i, j: (0, 0))],
                           out_specs=pl.BlockSpec((None, rows, k), lambda i, j: (i, j, 0)),
-                          compiler_params=_params(warps), interpret=interpret)(x, a, b, w)
+                          compiler_params=_params(warps), interpret=interpret, name="groupnorm_head")(x, a, b, w)
 
 
 def affine_matmul_jnp(x: jax.Array, a: jax.Array, b: jax.Array, w: jax.Array, silu: bool) -> jax.Array:
