@@ -13,7 +13,7 @@ OUT=${OUT:-runs/default}
 BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
 if [ "$BACKEND" = "cpu" ]; then
   MINUTES=${MINUTES:-4}; SYNTH_SIZE=128; SIZE=${SIZE:-32}; MARGIN=1.2
-  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-2500}; S2L_STEPS=${S2L_STEPS:-500}
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-4000}; S2L_STEPS=${S2L_STEPS:-500}
   GEN_STEPS=10
 else
   MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2
