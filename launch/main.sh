@@ -2,7 +2,7 @@
 # The main job on the embedded default data, from a bare machine, end to end:
 #   synthetic corpus -> prepare -> train the DiffAE -> extract latents -> train speech2latent
 #   -> generate a talking video for held-out speech (a test sentence in the held-out voice) + contact sheet.
-# On a CPU it picks the small `cpu` configs (32 px, about 16 minutes on 2 cores); with a GPU/TPU the 128 px
+# On a CPU it picks the small `cpu` configs (32 px, about 10 minutes on 2 cores); with a GPU/TPU the 128 px
 # DiffAE and the default speech2latent on a 30-minute corpus. Rerunning resumes every stage.
 # Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. CORPUS=an/existing/corpus bash launch/main.sh
 set -euo pipefail
