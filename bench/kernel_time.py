@@ -4,8 +4,9 @@ per kernel.
 Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--sampler STEPS] [--out DIR]
 --sampler profiles the whole DDIM sampler (lax.scan over STEPS steps, as generation runs it) instead of one call, and
 compares its device time with its wall time (gaps between kernels, host syncs).
-Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), then the kernels with the most
-time; for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
+Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), the Pallas time per GroupNorm
+pass (models/norm_kernels.py names each: groupnorm_moments, _apply, ...), then the kernels with the most time;
+for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
 bandwidth.
 With --out, keeps the trace (TensorBoard / xprof) and the optimized HLO, to look the fused kernels up.
 """
