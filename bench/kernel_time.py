@@ -101,9 +101,13 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | N
         return None, ["no GPU kernels in the trace; its planes and lines:"] + seen
     nbytes = fusion_bytes(hlo)
     by_class, class_bytes = collections.Counter(), collections.Counter()
+    passes = collections.Counter()   # the Pallas kernels by pass (norm_kernels names each pallas_call)
     for kernel, ns in by_kernel.items():
-        by_class[kernel_class(kernel)] += ns
-        class_bytes[kernel_class(kernel)] += nbytes.get(kernel, 0)
+        kind = kernel_class(kernel)
+        by_class[kind] += ns
+        class_bytes[kind] += nbytes.get(kernel, 0)
+        if kind.startswith("Pallas"):
+            passes[re.sub(r"__\d+$", "", kernel)] += ns
 
     def rate(b, ns):
         return f"{b / 1e9:.2f} | {b * steps / ns / 1e3:.2f}" if b else "- | -"
@@ -111,10 +115,6 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | N
     rows = ["| class | ms per step | share | GB per step (fusions) | TB/s |", "|---|---|---|---|---|"]
     rows += [f"| {c} | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% | {rate(class_bytes[c], ns)} |"
              for c, ns in by_class.most_common()]
-    passes = collections.Counter()   # the Pallas kernels by pass (norm_kernels names each pallas_call)
-    for kernel, ns in by_kernel.items():
-        if kernel_class(kernel).startswith("Pallas"):
-            passes[re.sub(r"__\d+$", "", kernel)] += ns
     rows += ["", "| Pallas pass | ms per step | share |", "|---|---|---|"]
     rows += [f"| `{k}` | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% |" for k, ns in passes.most_common()]
     rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s |", "|---" * 6 + "|"]
