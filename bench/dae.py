@@ -5,7 +5,9 @@ Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [
     [--official /scratch/diffae]
 --sizes takes any configs/dae.py variant (e.g. ref: the reference run's smaller 128 px model, no anchor).
 --official: a copy of the official PyTorch code; bench/official.py then times it first, in a subprocess on the same
-GPU, and the ratios are against those numbers (else against ANCHORS.md's, measured on another day).
+GPU, and the ratios are against those numbers (else against ANCHORS.md's, measured on another day). A DDIM ratio is
+only given against the official step at the same batch (its per-image speed grows with the batch; ANCHORS.md has batch
+50 only); the training rows compare with the official step at ANCHORS.md's batch (32 at 128 px, 16 at 256 px).
 MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
 measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
 """
@@ -35,7 +37,7 @@ from daetalker_jax.trainers.packing import packings
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
 ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
-ANCHOR_DDIM = {128: 1470.0, 256: 247.0}       # bf16 + torch.compile, one denoising step
+ANCHOR_DDIM = {(128, 50): 1470.0, (256, 50): 247.0}   # bf16 + torch.compile, one denoising step, (size, batch)
 OFFICIAL_TRAIN_BATCH = {128: 32, 256: 16}     # the batches ANCHORS.md measured at
 
 
@@ -47,20 +49,22 @@ def _compile(jitted, *args):
     return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
-def official_anchors(code: str, sizes: list[int], ddim_batch: int, iters: int) -> tuple[dict, dict]:
-    """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, or
-    reads the JSON such a run wrote (to compare several variants against one measurement)."""
+def official_anchors(code: str, sizes: list[int], ddim_batches: list[int], iters: int) -> tuple[dict, dict]:
+    """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, at
+    our DDIM batches (its per-image speed depends on the batch), or reads the JSON such a run wrote (to compare
+    several variants against one measurement). Returns ({size: train img/s}, {(size, batch): DDIM img/s})."""
     with tempfile.TemporaryDirectory() as tmp:
         out = code   # the numbers of an earlier `bench/official.py --json` in this session
         if not code.endswith(".json"):
             out = os.path.join(tmp, "official.json")
             batches = [str(OFFICIAL_TRAIN_BATCH[s]) for s in sizes]
             subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
-                            "--sizes", *map(str, sizes), "--train-batch", *batches, "--ddim-batch", str(ddim_batch),
-                            "--iters", str(iters), "--json", out], check=True)
+                            "--sizes", *map(str, sizes), "--train-batch", *batches, "--ddim-batch",
+                            *map(str, ddim_batches), "--iters", str(iters), "--json", out], check=True)
         with open(out) as f:
             measured = {int(k): v for k, v in json.load(f).items()}
-    return {s: v["train"] for s, v in measured.items()}, {s: v["ddim"] for s, v in measured.items()}
+    return ({s: v["train"] for s, v in measured.items()},
+            {(s, int(b)): ips for s, v in measured.items() for b, ips in v["ddim"].items()})
 
 
 def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: int, peak: float | None,
@@ -76,8 +80,8 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
     paper = variant == str(size)   # the anchors are the official code at the paper's sizes
     name = f"{size}px" if paper else f"{size}px ({variant})"
 
-    def anchor(table: dict, ips: float) -> str:
-        return f"{table[size]:.0f} | {ips / table[size]:.2f}x" if paper and table.get(size) else "- | -"
+    def anchor(table: dict, ips: float, key) -> str:
+        return f"{table[key]:.0f} | {ips / table[key]:.2f}x" if paper and table.get(key) else "- | -"
 
     rows = []
     if train_batch:
@@ -105,7 +109,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
         t_train = (time.perf_counter() - start) / iters
         train_ips = train_batch / t_train
         rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
-                    f"{anchor(anchors[0], train_ips)} | {c_train:.1f} |")
+                    f"{anchor(anchors[0], train_ips, size)} | {c_train:.1f} |")
         model, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
 
     model.eval()
@@ -123,7 +127,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
         t_ddim = seconds_per_call(step, eval_state, x, t, z, iters=iters)
         ddim_ips = ddim_batch / t_ddim
         rows.append(f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "
-                    f"{anchor(anchors[1], ddim_ips)} | {c_ddim:.1f} |")
+                    f"{anchor(anchors[1], ddim_ips, (size, ddim_batch))} | {c_ddim:.1f} |")
     return rows
 
 
@@ -135,14 +139,13 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--official", help="folder with the official code: time it in this run (bench/official.py); or "
                    "the JSON that `bench/official.py --json` wrote in this session")
-    p.add_argument("--official-ddim-batch", type=int, default=50)
     args = p.parse_args()
     if len(args.train_batch) != len(args.sizes):
         p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
     anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
-        anchors, source = official_anchors(args.official, paper, args.official_ddim_batch, args.iters), "this run"
+        anchors, source = official_anchors(args.official, paper, args.ddim_batch, args.iters), "this run"
     peak = peak_tflops()
     print(f"devices: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
