@@ -1,6 +1,6 @@
-"""Multi-host training with real `jax.distributed` processes on 127.0.0.1 (launch/local.sh): 2 processes
+"""Multi-host runs with real `jax.distributed` processes on 127.0.0.1 (launch/local.sh): 2 processes
 x 4 CPU devices train the DiffAE and speech2latent to the same losses and parameters as 1 process x 8
-devices; a checkpoint restores on another device and process count."""
+devices; a checkpoint restores on another device and process count; 2 processes extract the same latents as one."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 from flax import nnx
 
 from conftest import logged_losses
+from daetalker_jax.data.clip_arrays import ClipArrays
+from daetalker_jax.data.extract import splits_of
 from daetalker_jax.trainers.base import load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,29 @@ def test_resume_on_another_device_and_process_count(runs, extracted, tmp_path, c
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     trainer.run()
     assert trainer.ckpt.latest_step == STEPS + 1 and np.isfinite(logged_losses(two)[-1])
+
+
+def test_two_processes_extract_like_one(dae_run, tiny_dataset32, extracted, tmp_path):
+    """`extract` as 2 processes x 2 devices: each encodes its share of the record chunks (one split each here) into
+    the shared parts folder, process 0 assembles them and writes the train-split mean / std. Every clip's latents and
+    the statistics equal the single-process extraction (the `extracted` fixture, 8 devices) to 1e-5: the encoder runs
+    the same images at other per-device batch shapes; a chunk left out by either process would miss its clips."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset32, data)
+    assert len(splits_of(data)) >= 2   # at least one chunk per process
+    job = subprocess.run(["bash", "launch/local.sh", "-m", "daetalker_jax.extract", "--data", str(data), "--dae",
+                          str(dae_run), "--batch-size", "16"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=_env(NPROC="2", CPU_DEVICES="2", PY=sys.executable))
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    one, two = ClipArrays(extracted, "latents"), ClipArrays(data, "latents")
+    assert two.meta["complete"] and two.meta["clips"] == one.meta["clips"]
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(two.meta[key], one.meta[key], rtol=1e-5, atol=1e-6)
+    clips = [c for split in one.meta["clips"].values() for c in split]
+    assert clips
+    for clip in clips:
+        np.testing.assert_allclose(two[clip], one[clip], rtol=1e-5, atol=1e-5)
+    assert not (two.dir / "parts").exists()
 
 
 def test_tpu_pod_launcher_runs_the_same_command_on_every_worker(tmp_path):
