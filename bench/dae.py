@@ -49,15 +49,17 @@ def _compile(jitted, *args):
     return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
-def official_anchors(code: str, sizes: list[int], ddim_batches: list[int], iters: int) -> tuple[dict, dict]:
+def official_anchors(code: str, sizes: list[int], train: set[int], ddim_batches: list[int],
+                     iters: int) -> tuple[dict, dict]:
     """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, at
-    our DDIM batches (its per-image speed depends on the batch), or reads the JSON such a run wrote (to compare
-    several variants against one measurement). Returns ({size: train img/s}, {(size, batch): DDIM img/s})."""
+    our DDIM batches (its per-image speed depends on the batch) and its training step at the sizes in `train`, or
+    reads the JSON such a run wrote (to compare several variants against one measurement).
+    Returns ({size: train img/s}, {(size, batch): DDIM img/s})."""
     with tempfile.TemporaryDirectory() as tmp:
         out = code   # the numbers of an earlier `bench/official.py --json` in this session
         if not code.endswith(".json"):
             out = os.path.join(tmp, "official.json")
-            batches = [str(OFFICIAL_TRAIN_BATCH[s]) for s in sizes]
+            batches = [str(OFFICIAL_TRAIN_BATCH[s] if s in train else 0) for s in sizes]   # 0: not timed
             subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
                             "--sizes", *map(str, sizes), "--train-batch", *batches, "--ddim-batch",
                             *map(str, ddim_batches), "--iters", str(iters), "--json", out], check=True)
@@ -145,7 +147,8 @@ def main() -> None:
     anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
-        anchors, source = official_anchors(args.official, paper, args.ddim_batch, args.iters), "this run"
+        train = {int(s) for s, b in zip(args.sizes, args.train_batch) if b and s in ("128", "256")}
+        anchors, source = official_anchors(args.official, paper, train, args.ddim_batch, args.iters), "this run"
     peak = peak_tflops()
     print(f"devices: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
