@@ -10,8 +10,8 @@ Training step: encoder + UNet forward/backward with the DDPM eps loss, fp16 auto
 clip 1 (what the official FFHQ configs run: Lightning precision 16), eager; its per-step EMA is left out, as in
 ANCHORS.md (so the ratio against our step, which includes the EMA, is conservative). DDIM step: one UNet forward
 at a given z_sem, bf16 autocast + torch.compile (the fastest way to run the official network we know), at each
---ddim-batch: per image it gets faster with the batch (128 px on an H100: ~1,330 img/s at 50, ~1,680 at 100), so a
-ratio means something only between equal batches.
+--ddim-batch: per image it gets faster with the batch (128 px on an H100: 1,280-1,420 img/s at 50, 1,676 at 100,
+1,769 at 200), so a ratio means something only between equal batches.
 """
 
 from __future__ import annotations
