@@ -64,17 +64,17 @@ def _clip_indices(data_dir: str | Path, split: str) -> list[int]:
 
 
 def _begin(store: ClipArrays, identity: dict) -> bool:
-    """True if the store is already complete for `identity`; clears work made from something else."""
-    if store.dir.exists():
-        meta_path = store.dir / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if {k: meta.get(k) for k in identity} == identity:
-            return bool(meta.get("complete"))
-        _barrier(f"clear-{store.name}")
-        if jax.process_index() == 0:
-            shutil.rmtree(store.dir)
-        _barrier(f"cleared-{store.name}")
+    """True if the store is already complete for `identity`; clears work made from something else. Every process
+    reads the store's state before any process changes it, so all take the same branch (and the same barriers)."""
+    meta_path = store.dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    stale = store.dir.exists() and {k: meta.get(k) for k in identity} != identity
+    _barrier(f"read-{store.name}")
+    if not stale and meta.get("complete"):
+        return True
     if jax.process_index() == 0:
+        if stale:
+            shutil.rmtree(store.dir)
         store.write_meta({**identity, "complete": False})
     _barrier(f"begin-{store.name}")
     return False
