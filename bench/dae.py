@@ -139,8 +139,8 @@ def main() -> None:
     p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global (0: skip)")
     p.add_argument("--ddim-batch", type=int, nargs="+", default=[50], help="one row each")
     p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--official", help="folder with the official code: time it in this run (bench/official.py); or "
-                   "the JSON that `bench/official.py --json` wrote in this session")
+    p.add_argument("--official", help="folder with the official code: time it in this run (bench/official.py) at "
+                   "the same --ddim-batch values; or the JSON that `bench/official.py --json` wrote in this session")
     args = p.parse_args()
     if len(args.train_batch) != len(args.sizes):
         p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
