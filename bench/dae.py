@@ -1,13 +1,15 @@
 """DiffAE throughput: training steps (encoder + UNet forward/backward, Adam, clip, EMA) and DDIM
 denoising steps, img/s and MFU, at 128 and 256 px, bf16 compute / fp32 params, random data.
 
-Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 32] [--ddim-batch 50 100]
+Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 24] [--ddim-batch 50 100]
     [--official /scratch/diffae]
 --sizes takes any configs/dae.py variant (e.g. ref: the reference run's smaller 128 px model, no anchor).
 --official: a copy of the official PyTorch code; bench/official.py then times it first, in a subprocess on the same
-GPU, and the ratios are against those numbers (else against ANCHORS.md's, measured on another day). A DDIM ratio is
-only given against the official step at the same batch (its per-image speed grows with the batch; ANCHORS.md has batch
-50 only); the training rows compare with the official step at ANCHORS.md's batch (32 at 128 px, 16 at 256 px).
+GPU, at our own training and DDIM batches, and the ratios are against those numbers (else against ANCHORS.md's,
+measured on another day). A ratio is only given between equal batches (the official code's per-image speed grows with
+the batch; ANCHORS.md has training at 32 / 16 and DDIM at 50 only, and its 256 px DDIM figure is not used: see
+ANCHOR_DDIM); where the official code runs out of the GPU's memory at our batch the row says OOM (on an 80 GB H100 its
+training fits 64 images at 128 px, 24 at 256 px).
 MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
 measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
 """
@@ -36,9 +38,12 @@ from daetalker_jax.trainers.dae import DAETask
 from daetalker_jax.trainers.packing import packings
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
-ANCHOR_TRAIN = {128: 169.0, 256: 51.0}        # fp16 AMP eager, what the official code runs
-ANCHOR_DDIM = {(128, 50): 1470.0, (256, 50): 247.0}   # bf16 + torch.compile, one denoising step, (size, batch)
-OFFICIAL_TRAIN_BATCH = {128: 32, 256: 16}     # the batches ANCHORS.md measured at
+# keyed (size, batch); None (from an official run): out of the GPU's memory at that batch
+ANCHOR_TRAIN = {(128, 32): 169.0, (256, 16): 51.0}    # fp16 AMP eager, what the official code runs
+# bf16 + torch.compile, one denoising step. ANCHORS.md's 256 px figure (247) is left out: it was timed in the process
+# that had compiled the 128 px model first, so torch.compile recompiled with dynamic shapes; compiled on its own the
+# official 256 px step runs 461 img/s on an H100 (bench/RESULTS.md, stop 27). Time it with --official instead.
+ANCHOR_DDIM = {(128, 50): 1470.0}
 
 
 def _compile(jitted, *args):
@@ -49,23 +54,23 @@ def _compile(jitted, *args):
     return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
-def official_anchors(code: str, sizes: list[int], train: set[int], ddim_batches: list[int],
+def official_anchors(code: str, sizes: list[int], train: dict[int, int], ddim_batches: list[int],
                      iters: int) -> tuple[dict, dict]:
     """Times the official code (bench/official.py) in a subprocess, before this process takes the GPU's memory, at
-    our DDIM batches (its per-image speed depends on the batch) and its training step at the sizes in `train`, or
-    reads the JSON such a run wrote (to compare several variants against one measurement).
-    Returns ({size: train img/s}, {(size, batch): DDIM img/s})."""
+    our batches (its per-image speed depends on the batch): training at `train`'s {size: batch}, DDIM at
+    `ddim_batches`; or reads the JSON such a run wrote (to compare several variants against one measurement).
+    Returns ({(size, batch): train img/s}, {(size, batch): DDIM img/s}), None where it ran out of memory."""
     with tempfile.TemporaryDirectory() as tmp:
         out = code   # the numbers of an earlier `bench/official.py --json` in this session
         if not code.endswith(".json"):
             out = os.path.join(tmp, "official.json")
-            batches = [str(OFFICIAL_TRAIN_BATCH[s] if s in train else 0) for s in sizes]   # 0: not timed
+            batches = [str(train.get(s, 0)) for s in sizes]   # 0: not timed
             subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "official.py"), "--code", code,
                             "--sizes", *map(str, sizes), "--train-batch", *batches, "--ddim-batch",
                             *map(str, ddim_batches), "--iters", str(iters), "--json", out], check=True)
         with open(out) as f:
             measured = {int(k): v for k, v in json.load(f).items()}
-    return ({s: v["train"] for s, v in measured.items()},
+    return ({(s, v["train_batch"]): v["train"] for s, v in measured.items() if v["train_batch"]},
             {(s, int(b)): ips for s, v in measured.items() for b, ips in v["ddim"].items()})
 
 
@@ -83,7 +88,9 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
     name = f"{size}px" if paper else f"{size}px ({variant})"
 
     def anchor(table: dict, ips: float, key) -> str:
-        return f"{table[key]:.0f} | {ips / table[key]:.2f}x" if paper and table.get(key) else "- | -"
+        if not paper or key not in table:
+            return "- | -"
+        return "OOM | -" if table[key] is None else f"{table[key]:.0f} | {ips / table[key]:.2f}x"
 
     rows = []
     if train_batch:
@@ -111,7 +118,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
         t_train = (time.perf_counter() - start) / iters
         train_ips = train_batch / t_train
         rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
-                    f"{anchor(anchors[0], train_ips, size)} | {c_train:.1f} |")
+                    f"{anchor(anchors[0], train_ips, (size, train_batch))} | {c_train:.1f} |")
         model, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
 
     model.eval()
@@ -136,18 +143,19 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["128", "256"], help="configs/dae.py variants")
-    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 32], help="per size, global (0: skip)")
+    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 24], help="per size, global (0: skip)")
     p.add_argument("--ddim-batch", type=int, nargs="+", default=[50], help="one row each")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--official", help="folder with the official code: time it in this run (bench/official.py) at "
-                   "the same --ddim-batch values; or the JSON that `bench/official.py --json` wrote in this session")
+                   "the same --train-batch and --ddim-batch values; or the JSON that `bench/official.py --json` "
+                   "wrote in this session")
     args = p.parse_args()
     if len(args.train_batch) != len(args.sizes):
         p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
     anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
-        train = {int(s) for s, b in zip(args.sizes, args.train_batch) if b and s in ("128", "256")}
+        train = {int(s): b for s, b in zip(args.sizes, args.train_batch) if b and s in ("128", "256")}
         anchors, source = official_anchors(args.official, paper, train, args.ddim_batch, args.iters), "this run"
     peak = peak_tflops()
     print(f"devices: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")

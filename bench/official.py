@@ -4,19 +4,22 @@ The issue counts the ratio to the official code measured in the same run (the GP
 absolute speed moves). Needs torch and a copy of the official code (its model/, choices.py and config_base.py; the
 rest of that repository is not imported) in a scratch folder given by --code; nothing of it is part of this project.
 
-Run (GPU machine): python bench/official.py --code /scratch/diffae --sizes 128 256 --train-batch 32 16
+Run (GPU machine): python bench/official.py --code /scratch/diffae --sizes 128 256 --train-batch 64 24
     [--ddim-batch 50 100 200]
 Training step: encoder + UNet forward/backward with the DDPM eps loss, fp16 autocast + GradScaler, Adam, grad-norm
 clip 1 (what the official FFHQ configs run: Lightning precision 16), eager; its per-step EMA is left out, as in
-ANCHORS.md (so the ratio against our step, which includes the EMA, is conservative). DDIM step: one UNet forward
-at a given z_sem, bf16 autocast + torch.compile (the fastest way to run the official network we know), at each
---ddim-batch: per image it gets faster with the batch (128 px on an H100: 1,280-1,420 img/s at 50, 1,676 at 100,
-1,769 at 200), so a ratio means something only between equal batches.
+ANCHORS.md (so the ratio against our step, which includes the EMA, is conservative). On an 80 GB H100 it runs out of
+memory at batch 128 at 128 px (64 fits) and at 32 at 256 px (24 fits): such a batch is recorded as null in the JSON
+and OOM in the table, not as an error. DDIM step: one UNet forward at a given z_sem, bf16 autocast + torch.compile
+(the fastest way to run the official network we know), at each --ddim-batch: per image it gets faster with the batch
+(128 px on an H100: 1,280-1,520 img/s at 50, 1,676-1,716 at 100, 1,769-1,786 at 200), so a ratio means something only
+between equal batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -98,6 +101,18 @@ def ddim_ips(size: int, batch: int, iters: int, device: str, compile_model: bool
     return batch / _median_seconds(step, iters, device)
 
 
+def _unless_oom(measure, *args) -> float | None:
+    """The measurement, or None when the official code does not fit the GPU at this batch (a result, not a failure:
+    bench/dae.py then reports the batch as out of the official code's reach)."""
+    try:
+        return measure(*args)
+    except torch.OutOfMemoryError:
+        pass
+    gc.collect()   # outside the except clause, so the failed step's frames (and tensors) are gone
+    torch.cuda.empty_cache()
+    return None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--code", required=True, help="folder with the official model/, choices.py, config_base.py")
@@ -127,14 +142,15 @@ def main() -> None:
     results = {}
     for size, batch in zip(args.sizes, args.train_batch):
         params = sum(p.numel() for p in official_model(size, "cpu").parameters())
-        train = train_ips(size, batch, args.iters, device) if batch else None
-        ddim = {b: ddim_ips(size, b, args.iters, device, not args.no_compile) for b in args.ddim_batch if b}
+        train = _unless_oom(train_ips, size, batch, args.iters, device) if batch else None
+        ddim = {b: _unless_oom(ddim_ips, size, b, args.iters, device, not args.no_compile)
+                for b in args.ddim_batch if b}
         results[size] = {"params": params, "train_batch": batch, "train": train, "ddim": ddim, "device": name,
                          "torch": torch.__version__}
-        fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+        fmt = lambda b, v: "-" if not b else "OOM" if v is None else f"{v:.0f}"  # noqa: E731
         for b in ddim or [0]:
-            print(f"| {size} | {params / 1e6:.1f} M | {batch} | {fmt(train)} | {b or '-'} | {fmt(ddim.get(b))} |",
-                  flush=True)
+            print(f"| {size} | {params / 1e6:.1f} M | {batch} | {fmt(batch, train)} | {b or '-'} | "
+                  f"{fmt(b, ddim.get(b))} |", flush=True)
         if device == "cuda":
             torch.cuda.empty_cache()
     if args.json:
