@@ -70,6 +70,9 @@ def official_anchors(code: str, sizes: list[int], train: dict[int, int], ddim_ba
                             *map(str, ddim_batches), "--iters", str(iters), "--json", out], check=True)
         with open(out) as f:
             measured = {int(k): v for k, v in json.load(f).items()}
+    if not all(isinstance(v.get("ddim"), dict) for v in measured.values()):
+        sys.exit(f"{code}: written by an older bench/official.py (one DDIM number, no batches); run the current "
+                 "bench/official.py again, or pass --official the folder with the official code")
     return ({(s, v["train_batch"]): v["train"] for s, v in measured.items() if v["train_batch"]},
             {(s, int(b)): ips for s, v in measured.items() for b, ips in v["ddim"].items()})
 
