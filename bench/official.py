@@ -12,8 +12,10 @@ ANCHORS.md (so the ratio against our step, which includes the EMA, is conservati
 memory at batch 128 at 128 px (64 fits) and at 32 at 256 px (24 fits): such a batch is recorded as null in the JSON
 and OOM in the table, not as an error. DDIM step: one UNet forward at a given z_sem, bf16 autocast + torch.compile
 (the fastest way to run the official network we know), at each --ddim-batch: per image it gets faster with the batch
-(128 px on an H100: 1,280-1,520 img/s at 50, 1,676-1,716 at 100, 1,769-1,786 at 200), so a ratio means something only
-between equal batches.
+(128 px on an H100: 1,280-1,590 img/s at 50, 1,676-1,716 at 100, 1,769-1,786 at 200), so a ratio means something only
+between equal batches. Each measurement starts from a fresh torch.compile state: a second shape compiled in the same
+process is recompiled with dynamic shapes and runs much slower (256 px after 128 px: 248 img/s instead of 461, which is
+where ANCHORS.md's 247 came from).
 """
 
 from __future__ import annotations
