@@ -26,16 +26,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bench.timing import seconds_per_call
+from bench.train_step import TrainStep, compile_counted
 from configs import dae
-from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.base import build, make_mesh, peak_tflops, train_step
+from daetalker_jax.trainers.base import build, make_mesh, peak_tflops
 from daetalker_jax.trainers.dae import DAETask
-from daetalker_jax.trainers.packing import packings
 
 # Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
 # keyed (size, batch); None (from an official run): out of the GPU's memory at that batch
@@ -44,14 +42,6 @@ ANCHOR_TRAIN = {(128, 32): 169.0, (256, 16): 51.0}    # fp16 AMP eager, what the
 # that had compiled the 128 px model first, so torch.compile recompiled with dynamic shapes; compiled on its own the
 # official 256 px step runs 461 img/s on an H100 (bench/RESULTS.md, stop 27). Time it with --official instead.
 ANCHOR_DDIM = {(128, 50): 1470.0}
-
-
-def _compile(jitted, *args):
-    """Compiles once; returns the executable, the FLOPs of one call (counted from the jaxpr) and the compile
-    seconds (XLA's autotuning included: it is most of the reference run's start-up)."""
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, count_flops(jitted, *args), time.perf_counter() - start
 
 
 def official_anchors(code: str, sizes: list[int], train: dict[int, int], ddim_batches: list[int],
@@ -83,7 +73,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
     size = config.model.image_size
     task = DAETask(config)
     mesh = make_mesh()
-    replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
     model, optimizer = build(task, config)
     devices = jax.device_count()
     mfu = lambda f, s: f"{100 * f / s / (peak * 1e12 * devices):.1f}%" if peak else "-"  # noqa: E731
@@ -97,32 +87,18 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
 
     rows = []
     if train_batch:
-        graphdef, rng_state, state = nnx.split((model, optimizer), nnx.RngState, ...)
-        ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-        state, ema, rng_state = jax.device_put((state, ema, rng_state), replicated)
-        images = np.random.default_rng(0).integers(0, 256, (train_batch, size, size, 3), np.uint8)
-        batch = {"image": jax.device_put(images, sharded)}
-        step = train_step(graphdef, (state, ema, rng_state), config, task, mesh)   # what the Trainer runs
-        packing, ema_packing = packings(config, state, ema)
-        leaves = [jax.jit(packing.pack, out_shardings=replicated)(state),
-                  jax.jit(ema_packing.pack, out_shardings=replicated)(ema), jax.tree.leaves(rng_state)]
-        step, flops, c_train = _compile(step, *leaves, batch, jnp.int32(0))
-
-        def train_once(i):
-            leaves[0], leaves[1], metrics = step(*leaves, batch, jnp.int32(i))
-            return metrics["loss"]
-
-        train_once(0)
-        jax.block_until_ready(leaves[0])
+        step = TrainStep(config, task, model, optimizer, train_batch, mesh)   # what the Trainer runs
+        step(0)
+        jax.block_until_ready(step.leaves[0])
         start = time.perf_counter()
         for i in range(iters):
-            loss = train_once(i + 1)
+            loss = step(i + 1)
         jax.block_until_ready(loss)
         t_train = (time.perf_counter() - start) / iters
         train_ips = train_batch / t_train
-        rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(flops, t_train)} | "
-                    f"{anchor(anchors[0], train_ips, (size, train_batch))} | {c_train:.1f} |")
-        model, _ = nnx.merge(graphdef, rng_state, packing.unpack(leaves[0]))   # `model`'s were donated
+        rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(step.flops, t_train)} | "
+                    f"{anchor(anchors[0], train_ips, (size, train_batch))} | {step.compile_s:.1f} |")
+        model = step.model()
 
     model.eval()
     eval_graph, eval_state = nnx.split(model)
@@ -135,7 +111,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
         x = jax.device_put(jax.random.normal(jax.random.key(0), (ddim_batch, size, size, 3)), sharded)
         z = jax.device_put(jax.random.normal(jax.random.key(1), (ddim_batch, config.model.z_channels)), sharded)
         t = jax.device_put(jnp.full((ddim_batch,), 500, jnp.int32), sharded)
-        step, ddim_flops, c_ddim = _compile(denoise, eval_state, x, t, z)
+        step, ddim_flops, c_ddim = compile_counted(denoise, eval_state, x, t, z)
         t_ddim = seconds_per_call(step, eval_state, x, t, z, iters=iters)
         ddim_ips = ddim_batch / t_ddim
         rows.append(f"| DDIM step {name} | {ddim_batch} | {ddim_ips:.0f} | {mfu(ddim_flops, t_ddim)} | "

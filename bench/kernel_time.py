@@ -1,9 +1,12 @@
-"""Where the DDIM step's GPU time goes: a jax.profiler trace of one UNet forward, summed per kernel class and
+"""Where the DDIM step's (or the training step's) GPU time goes: a jax.profiler trace, summed per kernel class and
 per kernel.
 
 Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--sampler STEPS] [--out DIR]
+    or python bench/kernel_time.py --size 128 --train-batch 128
 --sampler profiles the whole DDIM sampler (lax.scan over STEPS steps, as generation runs it) instead of one call, and
-compares its device time with its wall time (gaps between kernels, host syncs).
+compares its device time with its wall time (gaps between kernels, host syncs). --train-batch profiles the training
+step the Trainer runs (encoder + UNet forward / backward, Adam, clip, EMA; bench/train_step.py, as bench/dae.py
+times it) instead.
 Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), the Pallas time per GroupNorm
 pass (models/norm_kernels.py names each: groupnorm_moments, _apply, ...), then the kernels with the most time;
 for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
@@ -27,11 +30,12 @@ from flax import nnx
 from jax.profiler import ProfileData
 
 from bench.timing import seconds_per_call
+from bench.train_step import TrainStep
 from configs import dae
 from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
 from daetalker_jax.flops import count_flops
-from daetalker_jax.trainers.base import build, peak_tflops
+from daetalker_jax.trainers.base import build, make_mesh, peak_tflops
 from daetalker_jax.trainers.dae import DAETask
 
 
@@ -123,20 +127,13 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | N
     return total / steps / 1e6, rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="128", help="configs/dae.py variant")
-    p.add_argument("--ddim-batch", type=int, default=100)
-    p.add_argument("--steps", type=int, default=5, help="traced calls")
-    p.add_argument("--top", type=int, default=30)
-    p.add_argument("--sampler", type=int, default=0, help="profile the DDIM sampler over this many steps")
-    p.add_argument("--out", help="keep the trace and the optimized HLO here")
-    args = p.parse_args()
-    config = dae.get_config(args.size)
-    size = config.model.image_size
+def ddim_workload(config, args) -> tuple:
+    """One UNet forward (or the whole sampler with --sampler) at --ddim-batch: (call(i), executable, FLOPs per
+    denoising step, images per step, denoising steps per call, a description)."""
     model, _ = build(DAETask(config), config)
     model.eval()
     graph, state = nnx.split(model)
+    size = config.model.image_size
     x = jax.random.normal(jax.random.key(0), (args.ddim_batch, size, size, 3))
     z = jax.random.normal(jax.random.key(1), (args.ddim_batch, config.model.z_channels))
     t = jnp.full((args.ddim_batch,), 500, jnp.int32)
@@ -149,29 +146,54 @@ def main() -> None:
     def sample(state, x, t, z):
         return ddim.sample(nnx.merge(graph, state), x, z, Schedule.of(config), args.sampler)
 
-    fn = sample if args.sampler else denoise
-    per_call = max(args.sampler, 1)   # denoising steps per call
-    compiled = fn.lower(state, x, t, z).compile()
-    flops = count_flops(denoise, state, x, t, z)
-    wall_ms = seconds_per_call(compiled, state, x, t, z, iters=args.steps) / per_call * 1e3
+    compiled = (sample if args.sampler else denoise).lower(state, x, t, z).compile()
+    what = f"DDIM sampler over {args.sampler} steps, per step" if args.sampler else "DDIM step"
+    return (lambda i: compiled(state, x, t, z), compiled, count_flops(denoise, state, x, t, z), args.ddim_batch,
+            max(args.sampler, 1), what)
+
+
+def train_workload(config, args) -> tuple:
+    """The Trainer's training step at --train-batch, the same program bench/dae.py times."""
+    task = DAETask(config)
+    model, optimizer = build(task, config)
+    step = TrainStep(config, task, model, optimizer, args.train_batch, make_mesh())
+    return step, step.compiled, step.flops, args.train_batch, 1, "train step"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="128", help="configs/dae.py variant")
+    p.add_argument("--ddim-batch", type=int, default=100)
+    p.add_argument("--train-batch", type=int, default=0, help="profile the training step at this batch instead")
+    p.add_argument("--steps", type=int, default=5, help="traced calls")
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--sampler", type=int, default=0, help="profile the DDIM sampler over this many steps")
+    p.add_argument("--out", help="keep the trace and the optimized HLO here")
+    args = p.parse_args()
+    if args.train_batch and args.sampler:
+        p.error("--train-batch and --sampler profile different programs: give one")
+    config = dae.get_config(args.size)
+    call, compiled, flops, images, per_call, what = (train_workload if args.train_batch else ddim_workload)(config,
+                                                                                                          args)
+    wall_ms = seconds_per_call(call, 0, iters=args.steps) / per_call * 1e3
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
         os.makedirs(out, exist_ok=True)
         hlo = compiled.as_text()
-        with open(os.path.join(out, f"ddim_{args.size}_b{args.ddim_batch}.hlo.txt"), "w") as f:
+        name = f"train_{args.size}_b{images}" if args.train_batch else f"ddim_{args.size}_b{images}"
+        with open(os.path.join(out, f"{name}.hlo.txt"), "w") as f:
             f.write(hlo)
         jax.profiler.start_trace(out)
-        for _ in range(args.steps):
-            y = compiled(state, x, t, z)
+        for i in range(args.steps):
+            y = call(i)
         jax.block_until_ready(y)
         jax.profiler.stop_trace()
         ms, rows = summarize(out, hlo, args.steps * per_call, args.top)
     kind = jax.devices()[0].device_kind
-    what = f"DDIM sampler over {args.sampler} steps, per step" if args.sampler else "DDIM step"
-    print(f"{what}, {args.size} ({size} px), batch {args.ddim_batch}, {kind}, "
-          f"{flops / args.ddim_batch / 1e9:.1f} GFLOP/img (matmul+conv); wall time {wall_ms:.2f} ms per step")
+    print(f"{what}, {args.size} ({config.model.image_size} px), batch {images}, {kind}, "
+          f"{flops / images / 1e9:.1f} GFLOP/img (matmul+conv); wall time {wall_ms:.2f} ms per step")
     if ms is not None:
-        line = f"device time per step: {ms:.2f} ms => {args.ddim_batch / ms * 1e3:.0f} img/s"
+        line = f"device time per step: {ms:.2f} ms => {images / ms * 1e3:.0f} img/s"
         peak = peak_tflops()
         print(line + (f", MFU {100 * flops / (ms * 1e-3) / (peak * 1e12):.1f}%" if peak else "") + "\n")
     print("\n".join(rows))
