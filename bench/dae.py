@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -88,13 +87,7 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
     rows = []
     if train_batch:
         step = TrainStep(config, task, model, optimizer, train_batch, mesh)   # what the Trainer runs
-        step(0)
-        jax.block_until_ready(step.leaves[0])
-        start = time.perf_counter()
-        for i in range(iters):
-            loss = step(i + 1)
-        jax.block_until_ready(loss)
-        t_train = (time.perf_counter() - start) / iters
+        t_train = seconds_per_call(step, 1, iters=iters)   # the step index only sets the EMA decay and the RNG
         train_ips = train_batch / t_train
         rows.append(f"| train step {name} | {train_batch} | {train_ips:.0f} | {mfu(step.flops, t_train)} | "
                     f"{anchor(anchors[0], train_ips, (size, train_batch))} | {step.compile_s:.1f} |")
