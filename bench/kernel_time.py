@@ -1,5 +1,5 @@
-"""Where the DDIM step's (or the training step's) GPU time goes: a jax.profiler trace, summed per kernel class and
-per kernel.
+"""Where the DDIM step's (or the training step's) GPU time goes, per kernel class and per kernel.
+A jax.profiler trace of a few calls, summed.
 
 Run (GPU machine): python bench/kernel_time.py --size 128 --ddim-batch 100 [--sampler STEPS] [--out DIR]
     or python bench/kernel_time.py --size 128 --train-batch 128
