@@ -10,7 +10,7 @@ times it) instead.
 Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), the Pallas time per GroupNorm
 pass (models/norm_kernels.py names each: groupnorm_moments, _apply, ...), then the kernels with the most time;
 for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
-bandwidth.
+bandwidth, and what they compute (result shape and the JAX ops fused in).
 With --out, keeps the trace (TensorBoard / xprof) and the optimized HLO, to look the fused kernels up.
 """
 
@@ -88,6 +88,32 @@ def fusion_bytes(hlo: str) -> dict[str, int]:
     return {name.replace(".", "_"): group_bytes[group] for name, group in group_of.items()}
 
 
+def fusion_origins(hlo: str) -> dict[str, str]:
+    """What each fused kernel computes, in JAX's terms: its result shape and the two JAX ops most frequent among its
+    fused instructions (op_name metadata less the step's own jit, three innermost parts), e.g. `f32[64,16384,256]
+    transpose(jvp())/mul x5, transpose(jvp())/add x4` for a backward fusion; keyed by kernel name as
+    `fusion_bytes`. Why: the training step's ~50 ms of XLA fusions have names (input_reduce_fusion_207) that say
+    nothing of where in the model they come from."""
+    bodies, current = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header and not line.startswith(" "):
+            current = bodies.setdefault(header.group(1), [])
+        elif current is not None:
+            current.append(line)
+    origins = {}
+    for line in bodies.get(next((k for k in bodies if hlo.find(f"ENTRY %{k} ") >= 0), ""), []):
+        m = re.match(r"\s*(?:ROOT )?%(\S+) = (.*?) fusion\(.*calls=%?([\w.\-]+)", line)
+        if not m:
+            continue
+        name, shape, body = m.groups()
+        ops = collections.Counter("/".join(op.split("/")[1:][-3:]) for op in
+                                  re.findall(r'op_name="([^"]+)"', "\n".join(bodies.get(body, []))))
+        layouts = re.sub(r"\{[^}]*\}", "", shape)   # bf16[64,16384,128]{2,1,0} -> bf16[64,16384,128]
+        origins[name.replace(".", "_")] = layouts + " " + ", ".join(f"{op} x{n}" for op, n in ops.most_common(2))
+    return origins
+
+
 def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | None, list[str]]:
     """GPU ms per step and a table from the trace's GPU planes (kernels on the stream lines), with the bytes of
     the fused kernels from the HLO and so their bandwidth; None and the planes seen if the trace has no GPU."""
@@ -121,9 +147,11 @@ def summarize(trace_dir: str, hlo: str, steps: int, top: int) -> tuple[float | N
              for c, ns in by_class.most_common()]
     rows += ["", "| Pallas pass | ms per step | share |", "|---|---|---|"]
     rows += [f"| `{k}` | {ns / steps / 1e6:.2f} | {100 * ns / total:.1f}% |" for k, ns in passes.most_common()]
-    rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s |", "|---" * 6 + "|"]
+    origins = fusion_origins(hlo)
+    rows += ["", f"| top {top} kernels | class | ms per step | share | GB per step | TB/s | result, JAX ops |",
+             "|---" * 7 + "|"]
     rows += [f"| `{k[:80]}` | {kernel_class(k)} | {ns / steps / 1e6:.3f} | {100 * ns / total:.1f}% | "
-             f"{rate(nbytes.get(k, 0), ns)} |" for k, ns in by_kernel.most_common(top)]
+             f"{rate(nbytes.get(k, 0), ns)} | {origins.get(k, '')[:120]} |" for k, ns in by_kernel.most_common(top)]
     return total / steps / 1e6, rows
 
 
