@@ -119,7 +119,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--code", required=True, help="folder with the official model/, choices.py, config_base.py")
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256], choices=sorted(CONFIGS))
-    p.add_argument("--train-batch", type=int, nargs="+", default=[32, 16], help="per size (0: skip training)")
+    p.add_argument("--train-batch", type=int, nargs="+", default=[64, 24],
+                   help="per size (0: skip training); default: the largest batches tried that fit on an 80 GB H100, as "
+                   "bench/dae.py's default (ANCHORS.md timed 32 / 16)")
     p.add_argument("--ddim-batch", type=int, nargs="+", default=[50],
                    help="one measurement each (the official code is faster per image at larger batches, so compare "
                    "equal batches); 0: skip the DDIM step")
