@@ -67,10 +67,41 @@ def _shape_bytes(text: str) -> int:
     return total
 
 
+def _computations(hlo: str) -> dict[str, list[str]]:
+    """The HLO's computations (the entry, fused computations, loop bodies): name -> instruction lines."""
+    bodies, current = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header and not line.startswith(" "):
+            current = bodies.setdefault(header.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return bodies
+
+
+def _sliced_reads(body: list[str]) -> dict[int, int]:
+    """Bytes a fused computation reads of each parameter that it only slices (parameter index -> the slices'
+    bytes): the kernel reads those, not the whole operand (e.g. one layer's GroupNorm scale out of the flattened
+    parameters, 1.5 GB)."""
+    params, users = {}, collections.defaultdict(list)
+    for line in body:
+        m = re.match(r"\s*(?:ROOT )?%(\S+) = (.*?) ([\w-]+)\((.*?)\)", line)
+        if not m:
+            continue
+        name, shape, op, operands = m.groups()
+        if op == "parameter":
+            params[name] = int(operands)
+        for operand in re.findall(r"%([\w.\-]+)", operands):
+            users[operand].append((op, _shape_bytes(shape)))
+    return {index: sum(b for _, b in users[name]) for name, index in params.items()
+            if users[name] and all(op in ("slice", "dynamic-slice") for op, _ in users[name])}
+
+
 def fusion_bytes(hlo: str) -> dict[str, int]:
-    """Bytes the fused kernels read and write per call (operands + results of the entry computation's fusions),
-    keyed by kernel name. Fusions XLA deduplicated share one kernel, named after one of them ('.' -> '_'), so a
-    kernel's bytes are those of its whole group."""
+    """Bytes the fused kernels read and write per call (operands + results of the entry computation's fusions;
+    of an operand a fusion only slices, the slices), keyed by kernel name. Fusions XLA deduplicated share one
+    kernel, named after one of them ('.' -> '_'), so a kernel's bytes are those of its whole group."""
+    bodies = _computations(hlo)
     entry = hlo[hlo.index("\nENTRY"):]
     entry = entry[:entry.index("\n}\n")]
     sizes, group_of, group_bytes = {}, {}, collections.Counter()
@@ -83,8 +114,10 @@ def fusion_bytes(hlo: str) -> dict[str, int]:
         if op == "fusion":
             dedup = re.search(r'deduplicated_name="([^"]+)"', line)
             group_of[name] = dedup.group(1) if dedup else name
-            group_bytes[group_of[name]] += sizes[name] + sum(sizes.get(a.strip().lstrip("%"), 0)
-                                                             for a in operands.split(","))
+            calls = re.search(r"calls=%?([\w.\-]+)", line)
+            sliced = _sliced_reads(bodies.get(calls.group(1), [])) if calls else {}
+            group_bytes[group_of[name]] += sizes[name] + sum(
+                sliced.get(i, sizes.get(a, 0)) for i, a in enumerate(re.findall(r"%([\w.\-]+)", operands)))
     return {name.replace(".", "_"): group_bytes[group] for name, group in group_of.items()}
 
 
@@ -94,13 +127,7 @@ def fusion_origins(hlo: str) -> dict[str, str]:
     transpose(jvp())/mul x5, transpose(jvp())/add x4` for a backward fusion; keyed by kernel name as
     `fusion_bytes`. Why: the training step's ~50 ms of XLA fusions have names (input_reduce_fusion_207) that say
     nothing of where in the model they come from."""
-    bodies, current = {}, None
-    for line in hlo.splitlines():
-        header = re.match(r"(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if header and not line.startswith(" "):
-            current = bodies.setdefault(header.group(1), [])
-        elif current is not None:
-            current.append(line)
+    bodies = _computations(hlo)
     origins = {}
     for line in hlo.splitlines():   # fusions of the entry and of loop bodies (the sampler's scan)
         m = re.match(r"\s*(?:ROOT )?%(\S+) = (.*?) fusion\(.*calls=%?([\w.\-]+)", line)
