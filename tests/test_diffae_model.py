@@ -125,3 +125,42 @@ def test_narrow_conv_equals_the_convolution_of_the_normalised_input(dtype, tol):
     scale = float(jnp.abs(want).max())
     assert float(jnp.abs(got - want).max()) < tol * scale
     assert float(jnp.abs(got[:, 0, 0] - want[:, 0, 0]).max()) < tol * scale   # a corner: 5 of 9 taps are padding
+
+
+def test_hashed_dropout_masks_like_nnx_dropout():
+    """The ResBlocks' dropout (rate 0.1): over 2^20 elements the kept fraction is 0.9 within 5 binomial sigmas
+    (0.0015), kept values are x / 0.9, and a second call (the stream's next key) keeps each element independently
+    of the first (agreement 0.9^2 + 0.1^2 = 0.82 within 0.003); the same key gives the same mask; eval is the
+    identity."""
+    from daetalker_jax.models.layers import Dropout
+
+    x = jax.random.normal(jax.random.key(0), (4, 32, 64, 128), jnp.bfloat16)
+    drop = Dropout(0.1, rngs=nnx.Rngs(dropout=3))
+    first, second = np.asarray(drop(x), np.float32), np.asarray(drop(x), np.float32)
+    kept, kept2 = first != 0, second != 0
+    assert abs(kept.mean() - 0.9) < 0.0015 and abs(kept2.mean() - 0.9) < 0.0015
+    np.testing.assert_array_equal(first[kept], np.asarray(x / 0.9, np.float32)[kept])
+    assert abs((kept == kept2).mean() - 0.82) < 0.003
+    nnx.reseed(drop, dropout=3)
+    np.testing.assert_array_equal(np.asarray(drop(x), np.float32), first)
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_hash_bits_are_uniform_and_uncorrelated_and_shard_like_the_batch():
+    """Bits of 1,000 x 1,024 elements: mean of bits / 2^32 0.5 and variance 1/12 within 5 sigmas, neighbours
+    along either axis uncorrelated (|r| < 0.005, 5 sigmas); computed with the batch sharded over 8 devices they are
+    the same bits (each device hashes global indices)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from daetalker_jax.models.layers import hash_bits
+
+    key = jax.random.key(7)
+    u = np.asarray(hash_bits(key, (1000, 1024))).astype(np.float64) / 2 ** 32
+    assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / u.size) and abs(u.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / u.size)
+    for a, b in ((u[:, :-1], u[:, 1:]), (u[:-1], u[1:])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.005
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded = jax.jit(lambda k: hash_bits(k, (8, 16, 16, 32)),
+                      out_shardings=NamedSharding(mesh, PartitionSpec("data")))(key)
+    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(hash_bits(key, (8, 16, 16, 32))))

@@ -120,6 +120,26 @@ def _concat_inputs(channels: int, skip: int, dtype=jnp.bfloat16):
     return h.astype(dtype), s.astype(dtype), a2, b2, w.astype(dtype), b[0, :skip]
 
 
+@pytest.mark.parametrize("channels, skip", [(128, 128), (256, 128), (384, 256)])
+def test_concat_grads_kernel_matches_the_jnp_maths(channels, skip):
+    """The decoder's backward pass in bf16 (as training runs it), equal and unequal parts: each part's cotangent as
+    the jnp maths to one bf16 rounding of values up to ~8 (atol 1/16 + rtol 2^-8), da and db (fp32 sums of 1,024
+    products) to rtol 1e-4."""
+    h, s, a, b, _, _ = _concat_inputs(channels, skip)
+    keys = jax.random.split(jax.random.key(5), 2)
+    g_y, g_raw = (jax.random.normal(k, (2, 1024, channels + skip), jnp.bfloat16) for k in keys)
+    for silu in (True, False):
+        got = nk.concat_grads_pallas(h, s, a, b, g_y, g_raw, silu, interpret=True)
+        want = nk.concat_grads_jnp(h, s, a, b, g_y, g_raw, silu)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
+            if i < 2:
+                np.testing.assert_allclose(g, w, rtol=2 ** -8, atol=1 / 16)
+            else:
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-2)
+
+
 @pytest.mark.parametrize("channels, skip, rows, tiles", [(128, 128, 128, 4), (128, 128, 64, 1), (256, 128, 64, 2)])
 def test_project_kernel_normalises_and_projects(channels, skip, rows, tiles):
     """The decoder's two-input pass with the 1x1 projection, at the model's tiles and others (the model only gives it
@@ -219,12 +239,17 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
     w = jax.device_put(jax.random.normal(keys[4], (384, 128), jnp.bfloat16) * 0.05, replicated)
     bias = jax.device_put(jnp.linspace(-1, 1, 128), replicated)
 
+    def concat_grads(concat, h, s, a, b):   # the backward pass, its cotangents the outputs themselves
+        out, pull = jax.vjp(concat, h, s, a, b)
+        return pull(out)
+
     def norm(h, s, a, b, w, bias):
         a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
         return (nk.channel_moments(h, True), nk.channel_affine(h, a1, b1, True, True),
                 nk.concat_affine(h, s, a, b, True, True),
                 nk.project_affine(h, h, a[:, :256], b[:, :256], w[:256], bias, True, True),
-                nk.upsample_affine(up, a1, b1, True, True), nk.affine_matmul(h, a1, b1, w[:128, :32], True, True))
+                nk.upsample_affine(up, a1, b1, True, True), nk.affine_matmul(h, a1, b1, w[:128, :32], True, True),
+                concat_grads(lambda *v: nk.concat_affine(*v, True, True), h, s, a, b))
 
     step = jax.jit(norm)
     hlo = step.lower(h, s, a, b, w, bias).compile().as_text()
@@ -233,9 +258,12 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
     a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
     want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), nk.concat_affine_jnp(h, s, a, b, True),
             nk.project_affine_jnp(h, h, a[:, :256], b[:, :256], w[:256], bias, True),
-            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True))
+            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True),
+            concat_grads(lambda *v: nk.concat_affine_jnp(*v, True), h, s, a, b))
     for i, (got_i, want_i) in enumerate(zip(got, want)):
-        rtol = 2 ** -8 if i == 3 else 1e-5   # the projection: bf16 values of ~4 (a step of 1/32) from fp32 sums
+        # the projection: bf16 values of ~4 (a step of 1/32) from fp32 sums; the backward pass: one bf16 step of its
+        # values (up to ~8) where fp32 maths in another order round the other way
+        rtol = {3: 2 ** -8, 6: 2 ** -7}.get(i, 1e-5)
         for g, w_ in zip(jax.tree.leaves(got_i), jax.tree.leaves(want_i)):
             assert g.sharding.spec == PartitionSpec("data")
             np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w_, np.float32), rtol=rtol, atol=1 / 64)

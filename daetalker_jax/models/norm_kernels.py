@@ -53,6 +53,7 @@ def _channel_block(*widths: int) -> int:
 _RULES = {"moments": "b p c -> b c, b c", "affine": "b p c, b c, b c -> b p c",
           "concat": "b p c, b p e, b d, b d -> b p d, b p d",
           "project": "b p c, b p e, b d, b d, d k, k -> b p d, b p k",
+          "concat_grads": "b p c, b p e, b d, b d, b p d, b p d -> b p c, b p e, b d, b d",
           "upsample": "b h w c, b c, b c -> b u v c, b u v c",
           "matmul": "b p c, b c, b c, c k -> b p k"}
 _WHOLE = {kind: tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
@@ -65,7 +66,8 @@ def _kernel(kind: str, silu: bool = False, interpret: bool = False):
     cannot partition a Pallas call itself and would gather a batch sharded over the 'data' axis onto every
     device; with custom_partitioning it keeps the batch's sharding (any mesh, any device count)."""
     impl = {"moments": moments_pallas, "affine": affine_pallas, "concat": concat_affine_pallas,
-            "project": project_affine_pallas, "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas}[kind]
+            "project": project_affine_pallas, "upsample": upsample_affine_pallas, "matmul": affine_matmul_pallas,
+            "concat_grads": concat_grads_pallas}[kind]
     options = {"interpret": interpret} if kind == "moments" else {"silu": silu, "interpret": interpret}
 
     def fn(*arrays):
@@ -184,14 +186,21 @@ def channel_affine(x: jax.Array, a: jax.Array, b: jax.Array, silu: bool, interpr
     return affine_jnp(x, a, b, silu)
 
 
+def _affine_cotangent(xf: jax.Array, g: jax.Array, a: jax.Array, b: jax.Array, silu: bool) -> jax.Array:
+    """The cotangent of u = x * a + b in fp32 given g, that of y = [silu](u); xf (..., P, C) fp32, a, b (..., C)."""
+    gf = g.astype(jnp.float32)
+    if not silu:
+        return gf
+    u = _silu_affine(xf, a, b, silu=False)
+    sig = jax.nn.sigmoid(u)
+    return gf * sig * (1 + u * (1 - sig))
+
+
 def _affine_grads(x, a, b, g, silu):
     """(dx in fp32, da, db) of y = [silu](x * a + b)."""
-    xf, gf = x.astype(jnp.float32), g.astype(jnp.float32)
-    if silu:
-        u = _silu_affine(xf, a, b, silu=False)
-        sig = jax.nn.sigmoid(u)
-        gf = gf * sig * (1 + u * (1 - sig))
-    return gf * a[:, None], (gf * xf).sum(1), gf.sum(1)
+    xf = x.astype(jnp.float32)
+    gu = _affine_cotangent(xf, g, a, b, silu)
+    return gu * a[:, None], (gu * xf).sum(1), gu.sum(1)
 
 
 def _affine_bwd(silu, interpret, res, g):
@@ -257,13 +266,71 @@ def concat_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: 
     return concat_affine_jnp(h, s, a, b, silu)
 
 
-def _concat_bwd(silu, interpret, res, grads):
-    h, s, a, b = res
-    g_y, g_raw = grads
+def concat_grads_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, g_y: jax.Array, g_raw: jax.Array,
+                        silu: bool, *, rows: int = ROWS, splits: int = SPLITS, warps: int | None = WARPS,
+                        interpret: bool = False) -> tuple[jax.Array, ...]:
+    """(dh, ds, da, db) of `concat_affine` given the cotangents g_y of the normalised and g_raw of the raw
+    concatenation; grid (image, split, channel block of the concatenation) as the moments kernel: a program walks
+    its positions in tiles of `rows`, writes the part's cotangent gu * a + g_raw (in the part's dtype) and sums
+    gu * x and gu (fp32) for the per-image da and db."""
+    n, p, ch = h.shape
+    cb = _channel_block(ch, s.shape[-1])
+    first = ch // cb   # blocks from h
+    splits = math.gcd(splits, p // rows)
+    chunk = p // splits
+
+    def kernel(h_ref, s_ref, a_ref, b_ref, gy_ref, gr_ref, dh_ref, ds_ref, da_ref, db_ref):
+        scale, offset = a_ref[...], b_ref[...]
+
+        def part(x_ref, dx_ref):
+            def body(i, acc):
+                at = pl.ds(i * rows, rows)
+                xf = x_ref[at, :].astype(jnp.float32)
+                gu = _affine_cotangent(xf, gy_ref[at, :], scale, offset, silu)
+                dx_ref[at, :] = (gu * scale[None, :] + gr_ref[at, :].astype(jnp.float32)).astype(dx_ref.dtype)
+                return acc[0] + gu * xf, acc[1] + gu
+
+            zero = jnp.zeros((rows, cb), jnp.float32)
+            s1, s2 = jax.lax.fori_loop(0, chunk // rows, body, (zero, zero))
+            da_ref[...] = s1.sum(0)
+            db_ref[...] = s2.sum(0)
+
+        in_h = pl.program_id(2) < first
+        pl.when(in_h)(lambda: part(h_ref, dh_ref))
+        pl.when(jnp.logical_not(in_h))(lambda: part(s_ref, ds_ref))
+
+    # a program of h's blocks neither reads nor writes s's (their block index is clamped), and vice versa
+    of_h = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, jnp.minimum(k, first - 1)))
+    of_s = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, jnp.maximum(k - first, 0)))
+    chunks = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, k))
+    per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
+    part_sums = pl.BlockSpec((None, None, cb), lambda i, j, k: (i, j, k))
+    width = ch + s.shape[-1]
+    sums = jax.ShapeDtypeStruct((n, splits, width), jnp.float32)
+    dh, ds, da, db = pl.pallas_call(
+        kernel, out_shape=(jax.ShapeDtypeStruct(h.shape, h.dtype), jax.ShapeDtypeStruct(s.shape, s.dtype), sums, sums),
+        grid=(n, splits, width // cb), in_specs=[of_h, of_s, per_image, per_image, chunks, chunks],
+        out_specs=(of_h, of_s, part_sums, part_sums), compiler_params=_params(warps), interpret=interpret,
+        name="groupnorm_concat_grads")(h, s, a, b, g_y, g_raw)
+    return dh, ds, da.sum(1), db.sum(1)
+
+
+def concat_grads_jnp(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, g_y: jax.Array, g_raw: jax.Array,
+                     silu: bool) -> tuple[jax.Array, ...]:
     dx, da, db = _affine_grads(jnp.concatenate([h, s], axis=-1), a, b, g_y, silu)
     dx = dx + g_raw.astype(jnp.float32)
     c = h.shape[-1]
     return dx[..., :c].astype(h.dtype), dx[..., c:].astype(s.dtype), da, db
+
+
+def _concat_grads(silu, interpret, h, s, a, b, g_y, g_raw):
+    if interpret or concat_ok(h, s):
+        return _kernel("concat_grads", silu, interpret)(h, s, a, b, g_y, g_raw)
+    return concat_grads_jnp(h, s, a, b, g_y, g_raw, silu)
+
+
+def _concat_bwd(silu, interpret, res, grads):
+    return _concat_grads(silu, interpret, *res, *grads)
 
 
 concat_affine.defvjp(_saving_inputs(concat_affine, 4), _concat_bwd)
@@ -342,13 +409,13 @@ def project_affine(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, w: ja
 
 
 def _project_bwd(silu, interpret, res, grads):
-    """The concatenation's gradients (`_concat_bwd`), with the projection's cotangent carried back to the raw
-    concatenation as g_o @ w^T, plus those of w and the bias."""
+    """The concatenation's gradients (`_concat_grads`), with the projection's cotangent carried back to the raw
+    concatenation as g_o @ w^T (in h's dtype), plus those of w (per part: [h, s] is never built) and the bias."""
     h, s, a, b, w, bias = res
     g_y, g_o = grads
-    g_raw = jnp.einsum("npo,co->npc", g_o, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("npc,npo->co", jnp.concatenate([h, s], axis=-1), g_o, preferred_element_type=jnp.float32)
-    return (*_concat_bwd(silu, interpret, (h, s, a, b), (g_y, g_raw)), dw.astype(w.dtype),
+    g_raw = jnp.einsum("npo,co->npc", g_o, w, preferred_element_type=jnp.float32).astype(h.dtype)
+    dw = jnp.concatenate([jnp.einsum("npc,npo->co", x, g_o, preferred_element_type=jnp.float32) for x in (h, s)])
+    return (*_concat_grads(silu, interpret, h, s, a, b, g_y, g_raw), dw.astype(w.dtype),
             g_o.astype(jnp.float32).sum((0, 1)).astype(bias.dtype))
 
 
