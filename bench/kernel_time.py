@@ -8,9 +8,9 @@ compares its device time with its wall time (gaps between kernels, host syncs). 
 step the Trainer runs (encoder + UNet forward / backward, Adam, clip, EMA; bench/train_step.py, as bench/dae.py
 times it) instead.
 Prints the device time per class (convolutions, matmuls, fusions, Pallas, copies), the Pallas time per GroupNorm
-pass (models/norm_kernels.py names each: groupnorm_moments, _apply, ...), then the kernels with the most time;
-for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO) and so their
-bandwidth, and what they compute (result shape and the JAX ops fused in).
+pass (models/norm_kernels.py and unet_kernels.py name each: groupnorm_moments, _apply, ...), then the kernels
+with the most time; for XLA's fused kernels also the bytes they move (operands + results, from the optimized HLO)
+and so their bandwidth, and what they compute (result shape and the JAX ops fused in).
 With --out, keeps the trace (TensorBoard / xprof) and the optimized HLO, to look the fused kernels up.
 """
 
@@ -45,7 +45,7 @@ def kernel_class(kernel: str) -> str:
     """A coarse class from the CUDA kernel's name (XLA fusion names, cuDNN/CUTLASS/cuBLAS naming)."""
     k = kernel.lower()
     if k.startswith("groupnorm_") or re.fullmatch(r"kernel(__\d+)?", k):
-        return "Pallas kernels (GroupNorm: models/norm_kernels.py)"
+        return "Pallas kernels (GroupNorm: models/*_kernels.py)"
     if "reduce" in k:
         return "fusion: reduction (norm statistics)"
     if k.startswith(("loop_", "input_", "wrapped_", "triton_softmax")):

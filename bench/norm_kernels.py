@@ -1,5 +1,6 @@
 """GroupNorm's two memory-bound passes at the UNet's largest activations: XLA's fusions against the Pallas
-kernels of daetalker_jax/models/norm_kernels.py, over tile sizes (how their ROWS, SPLITS and WARPS were chosen).
+kernels of daetalker_jax/models/norm_kernels.py and unet_kernels.py, over tile sizes (how their ROWS, SPLITS and
+WARPS were chosen).
 
 bench/kernel_time.py shows the 128 px DDIM step spending ~42% of its time in GroupNorm statistics and in the
 normalise + AdaGN + SiLU pass, at 2.1-2.8 TB/s where the card streams ~4.8 TB/s; the convolutions already run at
@@ -32,9 +33,9 @@ import jax.numpy as jnp
 
 from bench.timing import seconds_per_call
 from daetalker_jax.models.layers import conv_taps, sum_taps
-from daetalker_jax.models.norm_kernels import (affine_jnp, affine_matmul_pallas, affine_pallas, concat_affine_jnp,
-                                               concat_affine_pallas, moments_jnp, moments_pallas, project_affine_pallas,
-                                               upsample_affine_jnp, upsample_affine_pallas)
+from daetalker_jax.models.norm_kernels import affine_jnp, affine_pallas, moments_jnp, moments_pallas
+from daetalker_jax.models.unet_kernels import (affine_matmul_pallas, concat_affine_jnp, concat_affine_pallas,
+                                               project_affine_pallas, upsample_affine_jnp, upsample_affine_pallas)
 
 
 def head_xla(x, scale, shift, kernel, size):

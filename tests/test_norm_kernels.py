@@ -1,4 +1,5 @@
-"""GroupNorm's Pallas kernels (run here in Pallas' interpreter; compiled on GPUs) and their custom gradients."""
+"""GroupNorm's Pallas kernels (models/norm_kernels.py and the UNet's fused ones, models/unet_kernels.py; run here in
+Pallas' interpreter, compiled on GPUs) and their custom gradients."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from daetalker_jax.models import norm_kernels as nk
+from daetalker_jax.models import unet_kernels as uk
 
 
 def _inputs(channels: int, positions: int = 1024):
@@ -78,7 +80,7 @@ def test_custom_gradients_equal_autodiff_of_the_jnp_maths():
 def test_other_backends_take_the_jnp_path():
     """On the CPU every GroupNorm pass is the jnp maths (the kernels run here only in interpret mode)."""
     x, a, b = _inputs(128)
-    assert not nk.pallas_ok(x) and not nk.concat_ok(x, x) and not nk.project_ok(x, x, x[0, :256, :128])
+    assert not nk.pallas_ok(x) and not uk.concat_ok(x, x) and not uk.project_ok(x, x, x[0, :256, :128])
     np.testing.assert_array_equal(np.asarray(nk.channel_affine(x, a, b, True), np.float32),
                                   np.asarray(nk.affine_jnp(x, a, b, True), np.float32))
 
@@ -92,8 +94,8 @@ def test_concat_kernel_writes_both_concatenations(channels, skip):
     s = (h[..., :skip].astype(jnp.float32) * -0.5 + 1).astype(jnp.bfloat16)
     a2, b2 = jnp.concatenate([a, a[:, :skip]], -1), jnp.concatenate([b, -b[:, :skip]], -1)
     for silu in (True, False):
-        y, raw = nk.concat_affine_pallas(h, s, a2, b2, silu, interpret=True)
-        ref_y, ref_raw = nk.concat_affine_jnp(h, s, a2, b2, silu)
+        y, raw = uk.concat_affine_pallas(h, s, a2, b2, silu, interpret=True)
+        ref_y, ref_raw = uk.concat_affine_jnp(h, s, a2, b2, silu)
         assert y.shape == raw.shape == (2, 1024, channels + skip) and y.dtype == raw.dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(raw, np.float32), np.asarray(ref_raw, np.float32))
         np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
@@ -106,7 +108,7 @@ def test_concat_gradients_equal_autodiff_of_the_jnp_maths():
     h = h.astype(jnp.float32)
     s = h[:, ::-1] * 0.5
     a2, b2 = jnp.concatenate([a, a], -1), jnp.concatenate([b, -b], -1)
-    _assert_same_gradients(lambda *v: nk.concat_affine(*v, True, True), lambda *v: nk.concat_affine_jnp(*v, True),
+    _assert_same_gradients(lambda *v: uk.concat_affine(*v, True, True), lambda *v: uk.concat_affine_jnp(*v, True),
                            (h, s, a2, b2), seed=9)
 
 
@@ -129,8 +131,8 @@ def test_concat_grads_kernel_matches_the_jnp_maths(channels, skip):
     keys = jax.random.split(jax.random.key(5), 2)
     g_y, g_raw = (jax.random.normal(k, (2, 1024, channels + skip), jnp.bfloat16) for k in keys)
     for silu in (True, False):
-        got = nk.concat_grads_pallas(h, s, a, b, g_y, g_raw, silu, interpret=True)
-        want = nk.concat_grads_jnp(h, s, a, b, g_y, g_raw, silu)
+        got = uk.concat_grads_pallas(h, s, a, b, g_y, g_raw, silu, interpret=True)
+        want = uk.concat_grads_jnp(h, s, a, b, g_y, g_raw, silu)
         for i, (g, w) in enumerate(zip(got, want)):
             assert g.shape == w.shape and g.dtype == w.dtype
             g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
@@ -150,8 +152,8 @@ def test_project_kernel_normalises_and_projects(channels, skip, rows, tiles):
     raw = np.concatenate([np.asarray(h, np.float64), np.asarray(s, np.float64)], -1)
     exact = raw @ np.asarray(w, np.float64) + np.asarray(bias, np.float64)
     for silu in (True, False):
-        y, proj = nk.project_affine_pallas(h, s, a, b, w, bias, silu, rows=rows, tiles=tiles, interpret=True)
-        ref_y, ref_proj = nk.project_affine_jnp(h, s, a, b, w, bias, silu)
+        y, proj = uk.project_affine_pallas(h, s, a, b, w, bias, silu, rows=rows, tiles=tiles, interpret=True)
+        ref_y, ref_proj = uk.project_affine_jnp(h, s, a, b, w, bias, silu)
         assert y.shape == (2, 1024, channels + skip) and proj.shape == (2, 1024, skip)
         assert y.dtype == proj.dtype == jnp.bfloat16
         np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32), atol=1 / 64, rtol=0)
@@ -163,7 +165,7 @@ def test_project_gradients_equal_autodiff_of_the_jnp_maths():
     """Both outputs carry gradient (the normalised one through the affine, the projection to the parts, w and the
     bias); fp32, rtol 1e-4 (dw sums 2,048 products in another order)."""
     args = _concat_inputs(128, 128, jnp.float32)
-    _assert_same_gradients(lambda *v: nk.project_affine(*v, True, True), lambda *v: nk.project_affine_jnp(*v, True),
+    _assert_same_gradients(lambda *v: uk.project_affine(*v, True, True), lambda *v: uk.project_affine_jnp(*v, True),
                            args, seed=9, rtol=1e-4, atol=1e-3)
 
 
@@ -174,8 +176,8 @@ def test_upsample_kernel_writes_both_upsampled_arrays(width, channels):
     x, a, b = _inputs(channels)
     x = x[:, : 4 * width].reshape(2, 4, width, channels)
     for silu in (True, False):
-        y, raw = nk.upsample_affine_pallas(x, a, b, silu, interpret=True)
-        ref_y, ref_raw = nk.upsample_affine_jnp(x, a, b, silu)
+        y, raw = uk.upsample_affine_pallas(x, a, b, silu, interpret=True)
+        ref_y, ref_raw = uk.upsample_affine_jnp(x, a, b, silu)
         assert y.shape == raw.shape == (2, 8, 2 * width, channels) and y.dtype == raw.dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(raw[:, 1::2, ::2], np.float32), np.asarray(x, np.float32))
         np.testing.assert_array_equal(np.asarray(raw, np.float32), np.asarray(ref_raw, np.float32))
@@ -186,7 +188,7 @@ def test_upsample_gradients_equal_autodiff_of_the_jnp_maths():
     """Gradients of both outputs sum over each 2 x 2 block back to the input pixel; fp32, rtol 1e-5."""
     x, a, b = _inputs(128)
     x = x.astype(jnp.float32)[:, :256].reshape(2, 8, 32, 128)
-    _assert_same_gradients(lambda *v: nk.upsample_affine(*v, True, True), lambda *v: nk.upsample_affine_jnp(*v, True),
+    _assert_same_gradients(lambda *v: uk.upsample_affine(*v, True, True), lambda *v: uk.upsample_affine_jnp(*v, True),
                            (x, a, b), seed=10)
 
 
@@ -196,12 +198,12 @@ def test_downsample_pools_the_normalised_and_the_raw_input():
     x, a, b = _inputs(128)
     x = x[:, :512].reshape(2, 8, 64, 128)
     for silu in (True, False):
-        y, raw = nk.downsample_affine(x, a, b, silu)
+        y, raw = uk.downsample_affine(x, a, b, silu)
         assert y.shape == raw.shape == (2, 4, 32, 128) and y.dtype == raw.dtype == jnp.bfloat16
         xf = np.asarray(x, np.float32)
         np.testing.assert_allclose(np.asarray(raw, np.float32), xf.reshape(2, 4, 2, 32, 2, 128).mean((2, 4)),
                                    rtol=2 ** -8, atol=0)
-        full = np.asarray(nk._silu_affine(x.reshape(2, -1, 128), a, b, silu)).reshape(2, 4, 2, 32, 2, 128)
+        full = np.asarray(nk.silu_affine(x.reshape(2, -1, 128), a, b, silu)).reshape(2, 4, 2, 32, 2, 128)
         np.testing.assert_allclose(np.asarray(y, np.float32), full.mean((2, 4)), rtol=2 ** -8, atol=1e-6)
 
 
@@ -213,11 +215,11 @@ def test_affine_matmul_kernel_and_gradients():
     x, a, b = _inputs(128)
     w = jax.random.normal(jax.random.key(12), (128, 32)) * 0.1
     for silu in (True, False):
-        got = nk.affine_matmul_pallas(x, a, b, w.astype(jnp.bfloat16), silu, interpret=True)
-        want = nk.affine_matmul_jnp(x, a, b, w.astype(jnp.bfloat16), silu)
+        got = uk.affine_matmul_pallas(x, a, b, w.astype(jnp.bfloat16), silu, interpret=True)
+        want = uk.affine_matmul_jnp(x, a, b, w.astype(jnp.bfloat16), silu)
         assert got.shape == (2, 1024, 32) and got.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1 / 64 if silu else 1e-4)
-    _assert_same_gradients(lambda *v: nk.affine_matmul(*v, True, True), lambda *v: nk.affine_matmul_jnp(*v, True),
+    _assert_same_gradients(lambda *v: uk.affine_matmul(*v, True, True), lambda *v: uk.affine_matmul_jnp(*v, True),
                            (x.astype(jnp.float32), a, b, w), seed=13, rtol=1e-4, atol=1e-3)
 
 
@@ -246,20 +248,20 @@ def test_kernels_keep_a_sharded_batch_on_its_devices():
     def norm(h, s, a, b, w, bias):
         a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
         return (nk.channel_moments(h, True), nk.channel_affine(h, a1, b1, True, True),
-                nk.concat_affine(h, s, a, b, True, True),
-                nk.project_affine(h, h, a[:, :256], b[:, :256], w[:256], bias, True, True),
-                nk.upsample_affine(up, a1, b1, True, True), nk.affine_matmul(h, a1, b1, w[:128, :32], True, True),
-                concat_grads(lambda *v: nk.concat_affine(*v, True, True), h, s, a, b))
+                uk.concat_affine(h, s, a, b, True, True),
+                uk.project_affine(h, h, a[:, :256], b[:, :256], w[:256], bias, True, True),
+                uk.upsample_affine(up, a1, b1, True, True), uk.affine_matmul(h, a1, b1, w[:128, :32], True, True),
+                concat_grads(lambda *v: uk.concat_affine(*v, True, True), h, s, a, b))
 
     step = jax.jit(norm)
     hlo = step.lower(h, s, a, b, w, bias).compile().as_text()
     assert not any(op in hlo for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"))
     got = step(h, s, a, b, w, bias)
     a1, b1, up = a[:, :128], b[:, :128], h.reshape(n, 16, 32, 128)
-    want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), nk.concat_affine_jnp(h, s, a, b, True),
-            nk.project_affine_jnp(h, h, a[:, :256], b[:, :256], w[:256], bias, True),
-            nk.upsample_affine_jnp(up, a1, b1, True), nk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True),
-            concat_grads(lambda *v: nk.concat_affine_jnp(*v, True), h, s, a, b))
+    want = (nk.moments_jnp(h), nk.affine_jnp(h, a1, b1, True), uk.concat_affine_jnp(h, s, a, b, True),
+            uk.project_affine_jnp(h, h, a[:, :256], b[:, :256], w[:256], bias, True),
+            uk.upsample_affine_jnp(up, a1, b1, True), uk.affine_matmul_jnp(h, a1, b1, w[:128, :32], True),
+            concat_grads(lambda *v: uk.concat_affine_jnp(*v, True), h, s, a, b))
     for i, (got_i, want_i) in enumerate(zip(got, want)):
         # the projection: bf16 values of ~4 (a step of 1/32) from fp32 sums; the backward pass: one bf16 step of its
         # values (up to ~8) where fp32 maths in another order round the other way
