@@ -131,7 +131,7 @@ def test_hashed_dropout_masks_like_nnx_dropout():
     """The ResBlocks' dropout (rate 0.1): over 2^20 elements the kept fraction is 0.9 within 5 binomial sigmas
     (0.0015), kept values are x / 0.9, and a second call (the stream's next key) keeps each element independently
     of the first (agreement 0.9^2 + 0.1^2 = 0.82 within 0.003); the same key gives the same mask; eval is the
-    identity."""
+    identity; rate 1 drops everything."""
     from daetalker_jax.models.layers import Dropout
 
     x = jax.random.normal(jax.random.key(0), (4, 32, 64, 128), jnp.bfloat16)
@@ -145,6 +145,7 @@ def test_hashed_dropout_masks_like_nnx_dropout():
     np.testing.assert_array_equal(np.asarray(drop(x), np.float32), first)
     drop.eval()
     assert drop(x) is x
+    assert not np.asarray(Dropout(1.0, rngs=nnx.Rngs(dropout=3))(x), np.float32).any()
 
 
 def test_hash_bits_are_uniform_and_uncorrelated_and_shard_like_the_batch():

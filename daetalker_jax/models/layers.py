@@ -179,6 +179,8 @@ class Dropout(nnx.Dropout):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.deterministic or self.rate == 0.0:
             return x
+        if self.rate == 1.0 or math.prod(x.shape[:-1]) >= 2 ** 32:   # nothing kept; row indices past 32 bits
+            return super().__call__(x)
         keep = 1.0 - self.rate
         bits = hash_bits(self.rngs(), x.shape)
         return jnp.where(bits >= jnp.uint32(round(self.rate * 2 ** 32)), x / keep, jnp.zeros_like(x))
