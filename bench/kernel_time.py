@@ -110,10 +110,9 @@ def fusion_bytes(hlo: str) -> dict[str, int]:
     of an operand a fusion only slices, the slices), keyed by kernel name. Fusions XLA deduplicated share one
     kernel, named after one of them ('.' -> '_'), so a kernel's bytes are those of its whole group."""
     bodies = _computations(hlo)
-    entry = hlo[hlo.index("\nENTRY"):]
-    entry = entry[:entry.index("\n}\n")]
+    entry = re.search(r"^ENTRY %?([\w.\-]+)", hlo, re.MULTILINE).group(1)
     sizes, group_of, group_bytes = {}, {}, collections.Counter()
-    for line in entry.splitlines():
+    for line in bodies[entry]:
         m = _INSTRUCTION.match(line)
         if not m:
             continue

@@ -10,6 +10,7 @@ analytic gradients (custom_vjp), so training uses them too, and custom_partition
 sharded over several devices on its devices. Shapes the kernels do not tile (channels not in blocks of 128,
 positions not in tiles of ROWS) and other backends use the same maths in jnp, which XLA fuses.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,7 +52,8 @@ def _partitioned(impl, rule: str, options: tuple):
         return fn
 
     batched = [operand.split()[0] == "b" for operand in rule.split("->")[0].split(",")]
-    whole = tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))   # in order
+    # the factors other than b, in order of appearance, as Shardy wants
+    whole = tuple(dict.fromkeys(f for f in rule.replace(",", " ").split() if f not in ("b", "->")))
 
     def partition(mesh, arg_shapes, result_shape):
         spec = arg_shapes[0].sharding.spec
