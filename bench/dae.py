@@ -114,7 +114,8 @@ def bench_size(variant: str, train_batch: int, ddim_batches: list[int], iters: i
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", default=["128", "256"], help="configs/dae.py variants")
+    p.add_argument("--sizes", nargs="+", default=["128", "256"], choices=list(dae.MODELS),
+                   help="configs/dae.py variants")
     p.add_argument("--train-batch", type=int, nargs="+", default=[64, 24], help="per size, global (0: skip)")
     p.add_argument("--ddim-batch", type=int, nargs="+", default=[50], help="one row each")
     p.add_argument("--iters", type=int, default=10)

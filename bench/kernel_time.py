@@ -224,7 +224,7 @@ def train_workload(config, args) -> tuple:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="128", help="configs/dae.py variant")
+    p.add_argument("--size", default="128", choices=list(dae.MODELS), help="configs/dae.py variant")
     p.add_argument("--ddim-batch", type=int, default=100)
     p.add_argument("--train-batch", type=int, default=0, help="profile the training step at this batch instead")
     p.add_argument("--steps", type=int, default=5, help="traced calls")
