@@ -69,8 +69,9 @@ def _shape_bytes(text: str) -> int:
     return total
 
 
-# An HLO instruction line: name, result shape(s), opcode, operands.
+# An HLO instruction line: name, result shape(s), opcode, operands; and the computation a fusion calls.
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%(\S+) = (.*?) ([\w-]+)\((.*?)\)(?:, |$)")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
 
 
 @functools.cache
@@ -121,7 +122,7 @@ def fusion_bytes(hlo: str) -> dict[str, int]:
         if op == "fusion":
             dedup = re.search(r'deduplicated_name="([^"]+)"', line)
             group_of[name] = dedup.group(1) if dedup else name
-            calls = re.search(r"calls=%?([\w.\-]+)", line)
+            calls = _CALLS.search(line)
             sliced = _sliced_reads(bodies.get(calls.group(1), [])) if calls else {}
             group_bytes[group_of[name]] += sizes[name] + sum(
                 sliced.get(i, sizes.get(a, 0)) for i, a in enumerate(re.findall(r"%([\w.\-]+)", operands)))
@@ -137,12 +138,12 @@ def fusion_origins(hlo: str) -> dict[str, str]:
     bodies = _computations(hlo)
     origins = {}
     for line in itertools.chain.from_iterable(bodies.values()):   # the entry's fusions and loop bodies' (the scan)
-        m = re.match(r"\s*(?:ROOT )?%(\S+) = (.*?) fusion\(.*calls=%?([\w.\-]+)", line)
-        if not m:
+        m, calls = _INSTRUCTION.match(line), _CALLS.search(line)
+        if not (m and calls and m.group(3) == "fusion"):
             continue
-        name, shape, body = m.groups()
+        name, shape = m.group(1), m.group(2)
         ops = collections.Counter("/".join(op.split("/")[1:][-3:]) for op in
-                                  re.findall(r'op_name="([^"]+)"', "\n".join(bodies.get(body, []))))
+                                  re.findall(r'op_name="([^"]+)"', "\n".join(bodies.get(calls.group(1), []))))
         layouts = re.sub(r"\{[^}]*\}", "", shape)   # bf16[64,16384,128]{2,1,0} -> bf16[64,16384,128]
         origins[name.replace(".", "_")] = layouts + " " + ", ".join(f"{op} x{n}" for op, n in ops.most_common(2))
     return origins

@@ -33,6 +33,21 @@ def concat_ok(h: jax.Array, s: jax.Array) -> bool:
     return h.shape[:2] == s.shape[:2] and pallas_ok(h) and pallas_ok(s)
 
 
+def _part_specs(block: tuple, first: int) -> tuple[pl.BlockSpec, pl.BlockSpec]:
+    """BlockSpecs of h and of s for a grid whose third axis walks the concatenation's channel blocks, the first
+    `first` of them h's: the other part's block index is clamped, so a program of h's blocks neither reads nor
+    writes s's, and vice versa."""
+    return (pl.BlockSpec(block, lambda i, j, k: (i, j, jnp.minimum(k, first - 1))),
+            pl.BlockSpec(block, lambda i, j, k: (i, j, jnp.maximum(k - first, 0))))
+
+
+def _per_part(first: int, fn, h_refs: tuple, s_refs: tuple) -> None:
+    """In a kernel on that grid: fn(*h_refs) in programs of h's channel blocks, fn(*s_refs) in those of s's."""
+    in_h = pl.program_id(2) < first
+    pl.when(in_h)(lambda: fn(*h_refs))
+    pl.when(jnp.logical_not(in_h))(lambda: fn(*s_refs))
+
+
 def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, silu: bool, *, rows: int = ROWS,
                          warps: int | None = WARPS, interpret: bool = False) -> tuple[jax.Array, jax.Array]:
     """(affine of [h, s], [h, s]) for h, s (B, P, c_h / c_s); grid (image, tile of `rows` positions, channel block
@@ -47,12 +62,9 @@ def concat_affine_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array,
             r_ref[...] = x
             y_ref[...] = silu_affine(x, a_ref[...], b_ref[...], silu).astype(y_ref.dtype)
 
-        in_h = pl.program_id(2) < first
-        pl.when(in_h)(lambda: copy(h_ref))
-        pl.when(jnp.logical_not(in_h))(lambda: copy(s_ref))
+        _per_part(first, copy, (h_ref,), (s_ref,))
 
-    from_h = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, jnp.minimum(k, first - 1)))
-    from_s = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, jnp.maximum(k - first, 0)))
+    from_h, from_s = _part_specs((None, rows, cb), first)
     tile = pl.BlockSpec((None, rows, cb), lambda i, j, k: (i, j, k))
     per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
     width = ch + s.shape[-1]
@@ -111,13 +123,9 @@ def concat_grads_pallas(h: jax.Array, s: jax.Array, a: jax.Array, b: jax.Array, 
             da_ref[...] = s1.sum(0)
             db_ref[...] = s2.sum(0)
 
-        in_h = pl.program_id(2) < first
-        pl.when(in_h)(lambda: part(h_ref, dh_ref))
-        pl.when(jnp.logical_not(in_h))(lambda: part(s_ref, ds_ref))
+        _per_part(first, part, (h_ref, dh_ref), (s_ref, ds_ref))
 
-    # a program of h's blocks neither reads nor writes s's (their block index is clamped), and vice versa
-    of_h = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, jnp.minimum(k, first - 1)))
-    of_s = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, jnp.maximum(k - first, 0)))
+    of_h, of_s = _part_specs((None, chunk, cb), first)
     chunks = pl.BlockSpec((None, chunk, cb), lambda i, j, k: (i, j, k))
     per_image = pl.BlockSpec((None, cb), lambda i, j, k: (i, k))
     part_sums = pl.BlockSpec((None, None, cb), lambda i, j, k: (i, j, k))
