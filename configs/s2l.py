@@ -33,7 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dim=512, heads=4, ffn_dim=2048, kernel=15, dropout=0.1, dtype="bfloat16",
         encoder_blocks=4, decoder_blocks=4, pose_hidden=256, pose_kernel=3))
     c.loss = "l1"                      # l1 | l2, on z-normalised latents
+    c.velocity_weight = 0.0            # the same loss on frame-to-frame latent changes (ours; 0: the paper's)
     c.pose_weight = 1.0
+    c.feature_norm = "global"          # global | utterance: remove each sequence's mean log-mel first (ours)
+    # Speech augmentation of the training windows (data/augment.py): random gain of +-gain_db, and the probability
+    # per window of noise, reverberation, a telephone band, VTLP and speed perturbation. All off: the paper's.
+    c.augment = ml_collections.ConfigDict(dict(gain_db=0.0, noise=0.0, reverb=0.0, telephone=0.0, vtlp=0.0, speed=0.0))
     c.window_frames = 100              # 4 s training windows at 25 fps
     c.batch_size = 32                  # global, over all devices of all processes
     c.learning_rate = 1e-4

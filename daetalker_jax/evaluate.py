@@ -69,14 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = ensure_writable_dir(args.out)
 
-    import numpy as np
 
     from daetalker_jax.evaluation.pixels import worker_pool
     from daetalker_jax.evaluation.report import write_report
     from daetalker_jax.evaluation.suite import (Reader, SyncExpert, aggregate, evaluate_clips, held_out_split,
                                                 video_fvd)
     from daetalker_jax.media import write_mp4
-    from daetalker_jax.data.pipeline import data_source
+    from daetalker_jax.data.pipeline import clip_audio, data_source
     from daetalker_jax.talker import Talker
 
     split = args.split or held_out_split(args.data)
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     write_report(out, results, summary, meta)
     first = results[0]
-    audio = np.asarray(data_source(str(args.data), "clips", split)[0]["audio"], np.float32)
+    audio = clip_audio(data_source(str(args.data), "clips", split)[0])
     write_mp4(out / "sample.mp4", first.generated, audio[:len(first.generated) * 640])
     if args.corpus is not None and (args.corpus / f"{first.clip_id}.json").is_file():
         from daetalker_jax.generation.sheet import contact_sheet

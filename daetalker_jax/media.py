@@ -16,6 +16,7 @@ from daetalker_jax.errors import UserError, atomic_path
 
 SAMPLE_RATE = 16_000
 FPS = 25
+PCM_SCALE = 32767   # prepared datasets store audio as int16 samples: clip(audio, -1, 1) * PCM_SCALE
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:

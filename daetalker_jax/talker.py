@@ -38,6 +38,7 @@ from daetalker_jax.trainers.dae import to_unit_range
 
 Trained = tuple[ml_collections.ConfigDict, nnx.Module]
 SILENCE_PEAK = 1e-3   # -60 dBFS
+MAX_PEAK = 8.0        # float audio overshoots 1 a little after resampling or mixing; int16 PCM as float goes to 32767
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ def check_speech(audio: np.ndarray, name: str = "the speech") -> np.ndarray:
                         f"(40 ms); give at least 0.1 s of speech")
     if not np.all(np.isfinite(audio)):
         raise UserError(f"{name} contains NaN/Inf samples")
+    if np.abs(audio).max() > MAX_PEAK:
+        raise UserError(f"{name} peaks at {np.abs(audio).max():.0f}, far outside the [-1, 1] of float audio: it looks "
+                        "like integer PCM; divide int16 samples by 32768 (or read the file with load_audio)")
     if np.abs(audio).max() < SILENCE_PEAK:
         raise UserError(f"{name} is silent (peak below -60 dBFS); give a recording with speech in it")
     return audio

@@ -5,7 +5,10 @@
 # in parallel; PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while synth and prepare run
 # (needs $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features). The DiffAE's compile is the longest
 # thing before its training, so everything beside it runs under `nice`, and speech2latent's compile is awaited
-# only before speech2latent trains.
+# only before speech2latent trains. The two compiles run one after the other and without XLA's preallocation of
+# 75% of the GPU: XLA autotunes each convolution on the GPU while compiling and keeps the winners in the cached
+# program, and two processes holding most of the memory at once left the autotuner without workspace, so the
+# cached DiffAE step trained ~24x slower on an H100 (issue: the reference run's pre-compile).
 # Every stage resumes or skips finished work when rerun. Extra arguments go to the synth command.
 train_stages() {
   local corpus=${CORPUS:-$OUT/corpus}
@@ -22,11 +25,12 @@ spec.loader.exec_module(module)
 print(module.get_config(arg or None).model.z_channels)
 PYEOF
 )
-    $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} \
-        > "$OUT/precompile.log" 2>&1 &
+    XLA_PYTHON_CLIENT_PREALLOCATE=false $PY -m daetalker_jax.train --config "$DAE_CONFIG" --compile_only \
+        --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-} > "$OUT/precompile.log" 2>&1 &
     dae_compile=$!
-    "${low[@]}" $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only --config.num_steps="$S2L_STEPS" \
-        --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 &
+    ( wait_for "$dae_compile"
+      XLA_PYTHON_CLIENT_PREALLOCATE=false "${low[@]}" $PY -m daetalker_jax.train --config "$S2L_CONFIG" --compile_only \
+        --config.num_steps="$S2L_STEPS" --config.latent_dim="$z_dim" ${S2L_ARGS:-} > "$OUT/precompile_s2l.log" 2>&1 ) &
     s2l_compile=$!
   fi
   if [ -z "${CORPUS:-}" ]; then
@@ -43,6 +47,9 @@ PYEOF
   stage train_s2l $PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
       --config.num_steps="$S2L_STEPS" ${S2L_ARGS:-}
 }
+
+# `wait_for PID`: waits for a process that is not this shell's child (a sibling background job).
+wait_for() { while kill -0 "$1" 2>/dev/null; do sleep 1; done; }
 
 # `await_compile PID NAME LOG`: waits for a precompile (none if PID is empty), appending "NAME seconds" to
 # $OUT/timings.txt; a failed one only costs time, as training then compiles its step itself.

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from daetalker_jax.evaluation.report import target_table
+from daetalker_jax.evaluation.report import group_table, target_table
 from daetalker_jax.evaluation.suite import ClipResult, aggregate
 from daetalker_jax.media import read_mp4
 
@@ -26,6 +26,28 @@ def test_aggregate_and_targets_by_hand():
                                                         "stability/flicker_ratio": 1.5})}
     assert table["recon/psnr_inverted"]["met"] is True and table["lipsync/best_offset"]["met"] is True
     assert table["stability/flicker_ratio"]["met"] is False and table["lipsync/r"]["met"] is None
+
+
+def test_lipsync_scores_per_speech_group_and_the_amplitude_target():
+    e = np.zeros((1, 2, 2, 3), np.uint8)
+    results = [ClipResult("a", {"lipsync/r": 0.9, "lipsync/amplitude": 0.5, "psnr": 20.0}, e, e, group="tts_seen"),
+               ClipResult("b", {"lipsync/r": 0.7, "lipsync/amplitude": 0.7, "psnr": 30.0}, e, e, group="tts_seen"),
+               ClipResult("c", {"lipsync/r": 0.4, "lipsync/amplitude": 1.1, "lipsync/best_offset": 2.0}, e, e,
+                          group="real_held_out"),
+               ClipResult("d", {"lipsync/r": 0.1}, e, e)]                # no group: only in the overall means
+    summary = aggregate(results)
+    assert summary["lipsync/r"] == np.mean([0.9, 0.7, 0.4, 0.1]) and summary["psnr"] == 25.0
+    assert summary["lipsync/tts_seen/r"] == 0.8 and summary["lipsync/tts_seen/amplitude"] == 0.6
+    assert summary["lipsync/tts_seen/clips"] == 2 and summary["lipsync/real_held_out/clips"] == 1
+    assert summary["lipsync/real_held_out/r"] == 0.4 and summary["lipsync/real_held_out/best_offset"] == 2.0
+    assert "lipsync/user/r" not in summary and "lipsync/tts_seen/psnr" not in summary
+    table = {row["score"]: row for row in target_table({**summary, "lipsync/tts_held_out/amplitude": 1.2})}
+    assert table["lipsync/amplitude"]["met"] is False and table["lipsync/amplitude"]["target"] == "0.85..1.15"
+    assert table["lipsync/tts_held_out/amplitude"]["met"] is False and table["lipsync/real_held_out/r"]["met"] is False
+    assert table["lipsync/real_held_out/amplitude"]["met"] is True          # >= 0.8
+    lines = "\n".join(group_table(summary))
+    assert "| TTS, training voices (`tts_seen`) | 2 | 0.8 | 0.6 |" in lines and "real_held_out" in lines
+    assert "user" not in lines
 
 
 def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset32, tiny_corpus, tmp_path):
@@ -55,8 +77,15 @@ def test_evaluate_cli_writes_the_report(dae_run, s2l_run, sync_run, tiny_dataset
     assert summary["lipsync/reader_r_on_real"] > 0.5          # the probe reads the real held-out crops
     assert summary["sync/lse_d"] >= 0 and summary["sync/lse_c"] >= 0 and abs(summary["sync/offset"]) <= 15
     assert {row["score"] for row in report["targets"]} >= {"lipsync/r", "recon/psnr_inverted"}
+    groups = {g: sum(c["split"] == "test" and c["group"] == g for c in manifest["clips"])
+              for g in ("tts_seen", "tts_held_out")}
+    assert groups["tts_held_out"] > 0
+    for group, count in groups.items():   # the tiny corpus' test clips: training and held-out TTS voices
+        assert summary.get(f"lipsync/{group}/clips", 0) == count
+        assert (f"lipsync/{group}/amplitude" in summary) == (count > 0)
+    assert summary["lipsync/amplitude"] >= 0 and "lipsync/amplitude_dae" in summary
     md = (out / "summary.md").read_text()
-    assert "| score | target | value | met |" in md and "lipsync/r" in md
+    assert "| score | target | value | met |" in md and "lipsync/r" in md and "TTS, held-out voice" in md
     first = report["clips"][sorted(report["clips"], key=test_ids.index)[0]]
     video = read_mp4(out / "sample.mp4")
     assert len(video.frames) == int(first["frames"]) and video.frames.shape[1:] == (32, 32, 3)

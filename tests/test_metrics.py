@@ -101,6 +101,26 @@ def test_sync_ignores_nans_and_uses_the_common_prefix():
     assert same["mae"] == 0 and same["r"] == pytest.approx(1)
 
 
+@pytest.mark.parametrize("gain", [0.5, 1.0, 1.3])
+def test_amplitude_is_the_std_ratio(gain):
+    truth = _smooth_track(200, seed=8)
+    generated = gain * (truth - truth.mean()) + 0.7          # the same motion, scaled and shifted
+    generated[[5, 90]] = np.nan                               # dropped with their truth
+    scores = sync_scores(generated, truth)
+    keep = np.ones(200, bool)
+    keep[[5, 90]] = False
+    expected = np.sqrt(np.mean((generated[keep] - generated[keep].mean()) ** 2) /
+                       np.mean((truth[keep] - truth[keep].mean()) ** 2))
+    assert scores["amplitude"] == pytest.approx(gain, rel=1e-12) == pytest.approx(expected, rel=1e-12)
+    assert scores["r"] == pytest.approx(1)                    # r alone cannot see a shrunken mouth
+
+
+def test_amplitude_of_a_mouth_that_does_not_move_is_zero():
+    truth = _smooth_track(80, seed=9)
+    assert sync_scores(np.full(80, 0.3), truth)["amplitude"] == pytest.approx(0, abs=1e-12)
+    assert math.isnan(sync_scores(truth, np.ones(80))["amplitude"])   # undefined against a constant truth
+
+
 def test_sync_constant_track_is_nan():
     scores = sync_scores(np.ones(50), _smooth_track(50, seed=6))
     assert all(math.isnan(scores[key]) for key in ("r", "best_offset", "r_best"))

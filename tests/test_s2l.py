@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grain
 import numpy as np
+import pytest
 from flax import nnx
 
 from configs import s2l
@@ -73,6 +74,80 @@ def test_tiny_speech2latent_overfits_one_window(extracted, tmp_path):
     variance = float(target.var(0).mean())   # the loss of predicting each dimension's mean
     assert final["latent_loss"] < 0.05 * variance, (final, variance)
     assert final["pose_loss"] < 0.05
+    z, _ = model(batch["mel"], batch["mask"], batch["pose"])
+    moved = np.asarray(z)[batch["mask"]].std(0) / target.std(0)   # per latent dimension, over the frames
+    assert np.median(moved) > 0.8, "the prediction must move as far as the target does (no collapse to the mean)"
+
+
+def _tiny_model(extracted, **changes):
+    c = s2l.get_config("tiny")
+    c.data_dir = str(extracted)
+    c.update(changes)
+    task = S2LTask(c)
+    model = task.build_model(nnx.Rngs(0))
+    task.initialize(model)
+    model.eval()
+    return task, model
+
+
+def test_utterance_normalisation_makes_speech2latent_deaf_to_gain(extracted):
+    """With feature_norm=utterance, a recording 20 dB louder or quieter (a constant on log-mel) gives the same
+    latents; padding still changes nothing at valid frames. The global normalisation hears the gain."""
+    task, _ = _tiny_model(extracted)
+    batch = next(iter(task.dataset(pipeline.Shard())))
+    mel, mask, pose = batch["mel"], batch["mask"].copy(), batch["pose"]
+    mask[0, -7:] = False
+    gain = np.log(10.0 ** 2)   # +20 dB in power
+    for norm, deaf in (("utterance", True), ("global", False)):
+        _, model = _tiny_model(extracted, feature_norm=norm)
+        z, pose_out = model(mel, mask, pose)
+        louder, _ = model(mel + np.float32(gain), mask, pose)
+        padded = mel.copy()
+        padded[0, -28:] = 50.0                                      # junk in the padding
+        junk, _ = model(padded, mask, pose)
+        valid = mask[..., None]
+        assert np.allclose(np.where(valid, junk, 0), np.where(valid, z, 0), atol=1e-5)
+        assert np.allclose(louder, z, atol=1e-4) == deaf, norm
+
+
+def test_velocity_loss_is_the_masked_mean_of_frame_to_frame_errors(extracted):
+    task, model = _tiny_model(extracted, velocity_weight=0.5, loss="l1")
+    batch = next(iter(task.dataset(pipeline.Shard())))
+    batch["mask"][1, 30:] = False
+    parts = task.losses(model, batch, batch["pose"])
+    z, _ = model(batch["mel"], batch["mask"], batch["pose"])
+    target = np.asarray(model.normalize_latents(batch["latents"]))
+    z, m = np.asarray(z, np.float64), batch["mask"]
+    errors = [np.abs((z[b, t + 1] - z[b, t]) - (target[b, t + 1] - target[b, t])).mean()
+              for b in range(len(z)) for t in range(z.shape[1] - 1) if m[b, t] and m[b, t + 1]]
+    assert float(parts["velocity_loss"]) == pytest.approx(np.mean(errors), rel=1e-4)
+    total, _ = task.loss(model, batch, None, None)
+    expected = parts["latent_loss"] + 0.5 * parts["velocity_loss"] + task.config.pose_weight * parts["pose_loss"]
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_augmented_windows_keep_targets_aligned(extracted):
+    """Speed perturbation reads 0.9-1.1 x the window's frames and resamples mel, latents, pose and mask to the
+    window together; the augmented mel differs from the clean one; the same seed gives the same batches."""
+    from daetalker_jax.data.augment import SpeechAugment, resample_frames
+
+    latents = ClipArrays(extracted, "latents")
+    extras = {"latents": (latents, 1)}
+    augment = SpeechAugment(speed=1.0, noise=1.0)
+    batch, again, clean = (next(iter(pipeline.sequence_dataset(str(extracted), "train", 4, 30, seed=3, extras=extras,
+                                                              augment=aug))) for aug in (augment, augment, None))
+    for k in batch:
+        np.testing.assert_array_equal(batch[k], again[k])
+    assert batch["mel"].shape == clean["mel"].shape and batch["latents"].shape == (4, 30, 32)
+    clips = pipeline.data_source(str(extracted), "clips", "train")
+    n_of = {int(clips[i]["clip"]): int(clips[i]["n_frames"]) for i in range(len(clips))}
+    for b in range(4):
+        clip, start = int(batch["clip"][b]), int(batch["start"][b])
+        span = [s for s in range(27, 34) if 0 <= start <= max(0, n_of[clip] - s)]
+        padded = [np.pad(latents[clip][start:start + s], ((0, max(0, start + s - n_of[clip])), (0, 0))) for s in span]
+        expected = [resample_frames(p, 30) for p in padded]
+        assert any(np.allclose(batch["latents"][b], e, atol=1e-5) for e in expected), b
+    assert not np.allclose(batch["mel"], clean["mel"])
 
 
 def test_train_cli_s2l_writes_plot_scalars_and_a_loadable_run(extracted, tmp_path):
@@ -114,7 +189,7 @@ def test_precomputed_speech_features_train_speech2latent(extracted, tmp_path):
     stored = store[int(ex["clip"])]
     assert stored.dtype == np.float16 and stored.shape == (2 * int(ex["n_frames"]), 3, 32)
     cfg, encoder = load_encoder(folder)
-    direct = features_for_frames(encoder, cfg, np.asarray(ex["audio"], np.float32) / 32768.0, int(ex["n_frames"]))
+    direct = features_for_frames(encoder, cfg, pipeline.clip_audio(ex), int(ex["n_frames"]))
     np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)   # float16 storage
 
     c = s2l.get_config("tiny")

@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from daetalker_jax.data.clip_arrays import ClipArrays
-from daetalker_jax.data.pipeline import DATASET, data_source, frame_size
+from daetalker_jax.data.pipeline import DATASET, clip_audio, data_source, frame_size
 from daetalker_jax.errors import UserError, atomic_path
 
 
@@ -223,7 +223,7 @@ def extract_speech(model_dir: str | Path, data_dir: str | Path, chunk_seconds: f
         ex = source[i]
         if store.has(int(ex["clip"])):
             continue
-        wave = np.asarray(ex["audio"], np.float32) / 32768.0
+        wave = clip_audio(ex)
         feats = features_for_frames(encoder, cfg, wave, int(ex["n_frames"]), chunk_seconds=chunk_seconds)
         store.write(int(ex["clip"]), feats.astype(np.float16))
     return _finish(store, data_dir, identity, {"model_type": cfg.model_type, "layers": cfg.num_hidden_layers + 1,

@@ -4,7 +4,8 @@
              (JPEG, in the source) -> optional augmentation -> batch. For the DiffAE.
   sequences: the same over clips, then a random window of N frames with the aligned log-mel (4 per
              frame), audio (640 samples per frame), pose and, once extracted, latents and speech
-             features; clips shorter than the window are padded and masked. For speech2latent.
+             features; clips shorter than the window are padded and masked; optional speech
+             augmentation (`augment.py`). For speech2latent.
 Both are deterministic given the seed; process p of P reads global elements p, p + P, ... so the
 processes cover every epoch disjointly and completely. Iterators checkpoint with orbax through
 `grain.checkpoint.CheckpointSave/CheckpointRestore`. `to_global` glues per-process batches into global
@@ -22,12 +23,18 @@ from typing import Any
 import grain
 import numpy as np
 
+from daetalker_jax.data.augment import SpeechAugment, resample_frames
 from daetalker_jax.data.features import MELS_PER_FRAME, N_MELS
 from daetalker_jax.errors import UserError
-from daetalker_jax.media import FPS, SAMPLE_RATE
+from daetalker_jax.media import FPS, PCM_SCALE, SAMPLE_RATE
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 DATASET = "daetalker_data"
+
+
+def clip_audio(example: Mapping[str, Any]) -> np.ndarray:
+    """A clip record's speech as float32 in [-1, 1], the scale every speech front-end is trained on."""
+    return np.asarray(example["audio"], np.float32) / PCM_SCALE
 
 
 def data_source(data_dir: str, config: str, split: str):
@@ -188,40 +195,48 @@ class Memo:
 
 
 class _Window(grain.transforms.RandomMap):
-    def __init__(self, frames: int, extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]]):
-        self.frames, self.extras = frames, extras
+    def __init__(self, frames: int, extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]],
+                 augment: SpeechAugment | None = None):
+        self.frames, self.extras, self.augment = frames, extras, augment
 
     def random_map(self, ex: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         n, w = int(ex["n_frames"]), self.frames
-        start = int(rng.integers(0, max(0, n - w) + 1))
-        stop = min(n, start + w)
+        speed = self.augment.speed_factor(rng) if self.augment is not None else 1.0
+        span = max(1, round(w * speed))   # frames of the clip that play in the window's w frames
+        start = int(rng.integers(0, max(0, n - span) + 1))
+        stop = min(n, start + span)
 
         def take(x: np.ndarray, per_frame: int) -> np.ndarray:   # zero-padded to the window
             x = np.asarray(x)[start * per_frame: stop * per_frame]
-            out = np.zeros((w * per_frame, *x.shape[1:]), x.dtype)
+            out = np.zeros((span * per_frame, *x.shape[1:]), x.dtype)
             out[:len(x)] = x
-            return out
+            return resample_frames(out, w * per_frame)
 
         out = {"mel": take(ex["mel"], MELS_PER_FRAME), "audio": take(ex["audio"], SAMPLES_PER_FRAME),
                "pose": take(ex["pose"], 1), "mask": take(np.ones(n, bool), 1),
                "clip": np.int32(ex["clip"]), "start": np.int32(start)}
         for name, (arrays, per_frame) in self.extras.items():
             out[name] = take(arrays[int(ex["clip"])], per_frame)
+        if self.augment is not None:   # the valid rows only: padding is not speech
+            valid = int(out["mask"].sum()) * MELS_PER_FRAME
+            out["mel"][:valid] = self.augment(out["mel"][:valid], rng, speed)
         return out
 
 
 def sequence_dataset(data_dir: str, split: str, global_batch: int, window_frames: int, seed: int = 0, *,
                      shard: Shard = Shard(), extras: Mapping[str, tuple[Mapping[int, np.ndarray], int]] | None = None,
-                     workers: int = 0, prefetch: int = 8, memory_mb: float = 512) -> grain.IterDataset:
+                     workers: int = 0, prefetch: int = 8, memory_mb: float = 512,
+                     augment: SpeechAugment | None = None) -> grain.IterDataset:
     """Endless batches of random `window_frames`-frame windows: mel (B, 4W, 80), audio (B, 640W) int16,
     pose (B, W, 3), mask (B, W), and for each `extras` entry name -> (per-clip arrays keyed by clip index,
     rows per video frame) the aligned rows, e.g. "latents" (B, W, D) or "speech" (B, 2W, L, D).
     `memory_mb`: per process, for the decoded clip records (`Memo`); 0 reads every window anew. Extras are read
-    as given (wrap small ones, e.g. latents, in a `Memo` too)."""
+    as given (wrap small ones, e.g. latents, in a `Memo` too). `augment`: speech augmentation of the mel
+    (`data/augment.py`; its speed perturbation resamples every per-frame entry of the window in time)."""
     source = data_source(data_dir, "clips", split)
     if memory_mb > 0:
         source = Memo(source, memory_mb)
-    ds = _sharded(source, seed, shard, global_batch, _Window(window_frames, dict(extras or {})))
+    ds = _sharded(source, seed, shard, global_batch, _Window(window_frames, dict(extras or {}), augment))
     return _iterate(ds.batch(_local_batch(global_batch, shard), drop_remainder=True), workers, prefetch)
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from daetalker_jax.data import clip_cache, features
 from daetalker_jax.data.decode import SkipClip, frames_25fps, probe
 from daetalker_jax.errors import UserError, atomic_path
-from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio
+from daetalker_jax.media import FPS, PCM_SCALE, SAMPLE_RATE, load_audio
 from daetalker_jax.parallel import imap_unordered
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
@@ -188,7 +188,7 @@ def process_clip(job: ClipJob, cfg: PrepareConfig, cache_dir: Path) -> dict:
     mel = features.log_mel(audio, n)
     meta = {"index": job.index, "clip_id": job.clip_id, "source": job.path, "split": job.split, "n_frames": n,
             "crop": [x0, y0, s], "size": cfg.size, "pose_source": pose_source}
-    clip_cache.save_clip(cache_dir, job.clip_id, jpegs, (np.clip(audio, -1, 1) * 32767).astype(np.int16),
+    clip_cache.save_clip(cache_dir, job.clip_id, jpegs, (np.clip(audio, -1, 1) * PCM_SCALE).astype(np.int16),
                          mel, pose, meta)
     return meta
 

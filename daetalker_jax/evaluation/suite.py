@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from daetalker_jax.data.pipeline import data_source
+from daetalker_jax.data.pipeline import clip_audio, data_source
 from daetalker_jax.errors import UserError
 from daetalker_jax.evaluation.pixels import map_in, pixel_scores
-from daetalker_jax.metrics.lipsync import pearson, sync_scores
+from daetalker_jax.metrics.lipsync import amplitude, pearson, sync_scores
 from daetalker_jax.metrics.pose import compare_motion, pose_error
+from daetalker_jax.synth.corpus import GROUPS, clip_group
 from daetalker_jax.synth.measure import measure_frames
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 from daetalker_jax.talker import Talker
@@ -67,6 +69,18 @@ class ClipResult:
     generated: np.ndarray                       # uint8 frames
     real: np.ndarray
     tracks: dict[str, np.ndarray] = field(default_factory=dict)   # for the plots
+    group: str | None = None                    # whose speech (synth.corpus.GROUPS), where the corpus says
+
+
+def speech_groups(corpus_clips: Path | None) -> Callable[[str], str | None]:
+    """clip id -> its speech group from the corpus' sidecar (None without one)."""
+    manifest = None if corpus_clips is None else corpus_clips.parent / "manifest.json"
+    held_out = json.loads(manifest.read_text()).get("held_out_voices", []) if manifest and manifest.is_file() else []
+
+    def group(clip_id: str) -> str | None:
+        sidecar = None if corpus_clips is None else corpus_clips / f"{clip_id}.json"
+        return clip_group(json.loads(sidecar.read_text()), held_out) if sidecar and sidecar.is_file() else None
+    return group
 
 
 def held_out_split(data_dir: Path) -> str:
@@ -138,7 +152,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
         ex = source[i]
         clip_id = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
         real, true_pose = crops[clip_id], np.asarray(ex["pose"], np.float64)
-        z, used_pose = talker.latents(np.asarray(ex["audio"], np.float32), true_pose if pose_given else None)
+        z, used_pose = talker.latents(clip_audio(ex), true_pose if pose_given else None)
         n = min(len(z), len(real))
         clips.append(_Clip(clip_id, ex, real[:n], true_pose[:n], used_pose[:n]))
         latents.append(z[:n])
@@ -164,7 +178,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     lap("read_pixels")
     pixels = map_in(pool, pixel_scores, generated, [c.real for c in clips], inverted, shared, picks)
     lap("pixel_scores")
-    results = []
+    results, group_of = [], speech_groups(corpus_clips)
     for c, gen, scores, (gen_open, gen_pose), truth_known, p in zip(clips, generated, pixels, gen_reads, with_truth,
                                                                     picks):
         real = c.real
@@ -180,6 +194,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
             # frames; high here and low in `r` puts the lip-sync gap in speech2latent. The same for the pose,
             # beside the reader's own error on the real frames (the floor of every pose error).
             scores["lipsync/r_dae"] = pearson(dae_open, truth[p])
+            scores["lipsync/amplitude_dae"] = amplitude(dae_open, truth[p])
             if reader.uses_measure:   # the reader's noise inflates every measured speed: its ratios on real frames
                 read_real = compare_motion(real_pose, c.true_pose)
                 scores.update({f"motion/{k}_reader_on_real": v for k, v in read_real.items() if k.endswith("_ratio")})
@@ -195,7 +210,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
             if pose_given:
                 scores.update({f"pose/{k}": v for k, v in pose_error(gen_pose, c.true_pose).items()})
             scores.update({f"motion/{k}": v for k, v in compare_motion(gen_pose, c.true_pose).items()})
-        results.append(ClipResult(c.clip_id, scores, gen, real, tracks))
+        results.append(ClipResult(c.clip_id, scores, gen, real, tracks, group_of(c.clip_id)))
     lap("scores")
     return results
 
@@ -211,12 +226,25 @@ def video_fvd(results: list[ClipResult]) -> float:
     return fvd([r.real for r in long], [r.generated for r in long])
 
 
-def aggregate(results: list[ClipResult]) -> dict[str, float]:
-    """Mean over clips of every score (median for the sync offsets; NaN-aware; NaN when no clip has it)."""
-    keys = sorted({k for r in results for k in r.scores})
+def _average(results: list[ClipResult], keys: list[str], prefix: str = "") -> dict[str, float]:
     out = {}
     for k in keys:
         vals = np.array([r.scores.get(k, np.nan) for r in results], np.float64)
         finite = vals[np.isfinite(vals) | (vals == np.inf)]
-        out[k] = float((np.median if "offset" in k else np.mean)(finite)) if len(finite) else float("nan")
+        out[prefix + k] = float((np.median if "offset" in k else np.mean)(finite)) if len(finite) else float("nan")
+    return out
+
+
+def aggregate(results: list[ClipResult]) -> dict[str, float]:
+    """Mean over clips of every score (median for the sync offsets; NaN-aware; NaN when no clip has it); the
+    lip-sync scores also per speech group, as lipsync/<group>/<score>, with lipsync/<group>/clips."""
+    keys = sorted({k for r in results for k in r.scores})
+    out = _average(results, keys)
+    lipsync = [k.removeprefix("lipsync/") for k in keys if k.startswith("lipsync/")]
+    for group in GROUPS:
+        members = [r for r in results if r.group == group]
+        if members and lipsync:
+            out[f"lipsync/{group}/clips"] = float(len(members))
+            out.update(_average([ClipResult(r.clip_id, {k.removeprefix("lipsync/"): v for k, v in r.scores.items()},
+                                            r.generated, r.real) for r in members], lipsync, f"lipsync/{group}/"))
     return out

@@ -3,7 +3,8 @@ sheet.png`: a contact sheet for a video generated from a synthetic-corpus clip's
 over the real face crops of that clip from the prepared dataset DATA (every 3rd frame of its loudest
 second), and the mouth opening of both read by `synth.probe.MouthProbe` (fit on DATA's training crops)
 under the clip's analytic ground truth. r(real) is the probe's own accuracy on this clip; r(generated)
-is how well the generated mouth follows the speech."""
+is how well the generated mouth follows the speech, and its amplitude (std of the generated opening over the
+truth's) how far it opens: 1 is the true range, a mouth that regresses to the mean reads well under 1."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from daetalker_jax.errors import UserError, atomic_path, run_cli
 from daetalker_jax.media import read_mp4
-from daetalker_jax.metrics.lipsync import pearson
+from daetalker_jax.metrics.lipsync import amplitude, pearson
 from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
 
 SHOWN = 10
@@ -68,20 +69,24 @@ def contact_sheet(video: Path, clip: Path, data_dir: Path, out_png: Path, *, gen
             if k == 0:
                 ax.set_ylabel(name)
     r_gen, r_real = pearson(gen_open, truth), pearson(real_open, truth)
+    amp_gen, amp_real = amplitude(gen_open, truth), amplitude(real_open, truth)
     ax = fig.add_subplot(3, 1, 3)
     t = np.arange(n) / 25
     ax.plot(t, truth, "k", label="ground truth")
-    ax.plot(t, real_open, color="tab:gray", alpha=0.7, label=f"read from real crops (r = {r_real:.2f})")
-    ax.plot(t, gen_open, color="tab:red", label=f"read from generated (r = {r_gen:.2f})")
+    ax.plot(t, real_open, color="tab:gray", alpha=0.7,
+            label=f"read from real crops (r = {r_real:.2f}, amplitude {amp_real:.2f})")
+    ax.plot(t, gen_open, color="tab:red", label=f"read from generated (r = {r_gen:.2f}, amplitude {amp_gen:.2f})")
     ax.set_xlabel("seconds")
     ax.set_ylabel("mouth opening")
     ax.legend(loc="upper right", fontsize=7)
-    ax.set_title(f"mouth opening: generated vs ground truth r = {r_gen:.2f}", fontsize=9)
+    ax.set_title(f"mouth opening: generated vs ground truth r = {r_gen:.2f}, amplitude (std ratio) = {amp_gen:.2f}",
+                 fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-    return {"frames": n, "opening_r": r_gen, "probe_r_real": r_real}
+    return {"frames": n, "opening_r": r_gen, "opening_amplitude": amp_gen, "probe_r_real": r_real,
+            "probe_amplitude_real": amp_real}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                         "`python -m daetalker_jax.prepare`")
     summary = contact_sheet(args.video, args.clip, args.data, args.out)
     print(f"contact sheet {args.out}: mouth opening of the generated video vs ground truth r = "
-          f"{summary['opening_r']:.2f} over {summary['frames']} frames (the probe reads the real crops with "
-          f"r = {summary['probe_r_real']:.2f})")
+          f"{summary['opening_r']:.2f}, amplitude {summary['opening_amplitude']:.2f} (std generated / std truth) "
+          f"over {summary['frames']} frames (the probe reads the real crops with r = {summary['probe_r_real']:.2f}, "
+          f"amplitude {summary['probe_amplitude_real']:.2f})")
     return 0
 
 

@@ -18,6 +18,17 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
 
 
+def amplitude(generated: np.ndarray, truth: np.ndarray) -> float:
+    """How far the generated mouth moves relative to the true one: std(generated) / std(truth) over the pairs
+    where neither is NaN. 1 is the true range; a prediction that regresses to the mean is well under 1, a
+    constant one 0. NaN when fewer than two pairs remain or the truth is constant on them."""
+    valid = ~(np.isnan(generated) | np.isnan(truth))
+    g, t = generated[valid], truth[valid]
+    if g.size < 2 or t.min() == t.max():
+        return float("nan")
+    return float(np.std(g) / np.std(t))
+
+
 def shifted_pairs(generated: np.ndarray, truth: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The aligned pairs (generated[t], truth[t - k]) over the overlap of two equal-length tracks."""
     n = len(generated)
@@ -28,11 +39,11 @@ def sync_scores(generated: np.ndarray, truth: np.ndarray, max_offset: int = 15) 
     """Agreement of two mouth-opening tracks (one value per video frame; NaN where the reader failed).
 
     Tracks of unequal length are compared over their common prefix, and pairs with a NaN are dropped.
-    `r` and `mae` (in the tracks' units) are at offset 0. `best_offset` is the k in
-    -max_offset..max_offset maximising r over (generated[t], truth[t - k]), so k > 0 means the generated
-    mouth LAGS the truth by k frames (40 ms each); offsets with fewer than MIN_PAIRS valid pairs are
-    skipped, ties go to the smaller |k|, and `r_best` is that r. Undefined values (e.g. a constant
-    track) are NaN.
+    `r`, `mae` (in the tracks' units) and `amplitude` (std ratio, see `amplitude`) are at offset 0.
+    `best_offset` is the k in -max_offset..max_offset maximising r over (generated[t], truth[t - k]), so
+    k > 0 means the generated mouth LAGS the truth by k frames (40 ms each); offsets with fewer than
+    MIN_PAIRS valid pairs are skipped, ties go to the smaller |k|, and `r_best` is that r. Undefined
+    values (e.g. a constant track) are NaN.
     """
     n = min(len(generated), len(truth))
     g, t = np.asarray(generated[:n], np.float64), np.asarray(truth[:n], np.float64)
@@ -47,4 +58,4 @@ def sync_scores(generated: np.ndarray, truth: np.ndarray, max_offset: int = 15) 
         if r > r_best or (np.isnan(r_best) and not np.isnan(r)):
             best_offset, r_best = k, r
     return {"r": pearson(g, t), "mae": float(diff.mean()) if diff.size else float("nan"),
-            "best_offset": best_offset, "r_best": r_best}
+            "amplitude": amplitude(g, t), "best_offset": best_offset, "r_best": r_best}

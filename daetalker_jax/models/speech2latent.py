@@ -3,7 +3,8 @@ per 25 fps video frame.
 
   features (r per video frame: 4 log-mel frames at 100 Hz, or 2 wav2vec 2.0 / HuBERT frames at 50 Hz,
   whose hidden layers are mixed by a learned softmax-weighted sum)
-  -> normalise with data statistics -> linear -> strided conv down to 25 Hz -> N Conformer blocks
+  -> [remove the utterance's own mean] -> normalise with data statistics -> linear -> strided conv down to
+  25 Hz -> N Conformer blocks
   -> pose adaptor: a predictor for (yaw, pitch, roll); the ground-truth (training), predicted or user
      pose is projected back to the model width and added to the hidden sequence
   -> N Conformer blocks -> linear -> z-normalised latent.
@@ -40,7 +41,15 @@ class Speech2LatentConfig:
     decoder_blocks: int = 4
     pose_hidden: int = 256
     pose_kernel: int = 3
+    feature_norm: str = "global"   # "utterance": each sequence's own mean is removed first (gain, microphone)
     conformer: ConformerConfig = ConformerConfig()
+
+
+def utterance_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of x (B, T, ...) over each sequence's valid steps (mask (B, T)), shaped to broadcast against x.
+    On log-mel, subtracting it removes a recording's gain and its microphone's and room's fixed colouring."""
+    w = mask.astype(x.dtype).reshape(mask.shape + (1,) * (x.ndim - 2))
+    return jnp.sum(x * w, axis=1, keepdims=True) / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
 
 
 class PosePredictor(nnx.Module):
@@ -107,10 +116,13 @@ class Speech2Latent(nnx.Module):
         (then the predicted pose is used). Returns z-normalised latents (B, T, latent_dim) and the
         normalised predicted pose (B, T, 3), both fp32 and zero at padded frames."""
         cfg, dt = self.cfg, self.cfg.conformer.compute_dtype
-        x = (features.astype(jnp.float32) - self.feature_mean[...]) / self.feature_std[...]
+        feature_mask = jnp.repeat(mask, cfg.per_frame, axis=1)
+        x = features.astype(jnp.float32)
+        if cfg.feature_norm == "utterance":
+            x = x - utterance_mean(x, feature_mask)
+        x = (x - self.feature_mean[...]) / self.feature_std[...]
         if cfg.feature_layers:
             x = jnp.einsum("btld,l->btd", x, jax.nn.softmax(self.layer_logits[...]))
-        feature_mask = jnp.repeat(mask, cfg.per_frame, axis=1)
         x = masked(self.input(x.astype(dt)), feature_mask)
         h = self.input_dropout(nnx.swish(self.downsample(x)))
         h = self.encoder(h, mask)

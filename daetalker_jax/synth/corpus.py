@@ -8,14 +8,19 @@ Layout of OUT:
   manifest.json          every clip with its split, text, voice, duration; written last
   preview.png            contact sheet (written by the CLI)
 Validation and test clips speak sentences never used in training; half of the test clips use a
-held-out voice. Every file is written under a temporary name and renamed when complete, so an
+held-out voice. With a speech folder of real recordings (`recordings.py`), a share of the minutes comes from
+its speakers (train/val/test per speaker) and every clip of its held-out speakers is a test clip. Each clip
+has a `group` saying whose speech it is, for scores per group: tts_seen / tts_held_out (espeak-ng training or
+held-out voices), real_seen / real_held_out (recorded speakers heard in training or never), user (`--speech`
+files). Every file is written under a temporary name and renamed when complete, so an
 interrupted run resumes by skipping the clips whose mp4 and sidecar both exist.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from tqdm import tqdm
 from daetalker_jax.errors import UserError, atomic_path
 from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, write_mp4
 from daetalker_jax.parallel import imap_unordered
-from daetalker_jax.synth import articulation, motion, speech
+from daetalker_jax.synth import articulation, motion, recordings, speech
 from daetalker_jax.synth.identity import Identity
 from daetalker_jax.synth.render import FrameState, Renderer
 
@@ -44,6 +49,11 @@ class ClipSpec:
     speed: int = 155
     pitch: int = 50
     speech_file: str | None = None
+    recordings: tuple[str, ...] = ()   # recorded prompts joined into this clip's speech
+    group: str = "tts_seen"
+
+
+GROUPS = ("tts_seen", "tts_held_out", "real_seen", "real_held_out", "user")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class CorpusSettings:
     held_out_voices: tuple[str, ...]
     sentences: tuple[str, ...]
     speech_files: tuple[str, ...] = ()
+    speech_dir: str | None = None            # real recordings, one subfolder per speaker
+    held_out_speakers: tuple[str, ...] = ()  # its speakers kept for the test split
+    real_share: float = 0.5                  # of `minutes`, from the recordings when speech_dir is set
 
 
 def _estimate_seconds(text: str, speed: int) -> float:
@@ -63,8 +76,8 @@ def _estimate_seconds(text: str, speed: int) -> float:
 
 
 def plan(settings: CorpusSettings) -> list[ClipSpec]:
-    """Deterministic clip list for the settings: enough TTS clips for `minutes` of speech, then one
-    test clip per user speech file."""
+    """Deterministic clip list for the settings: enough TTS clips for `minutes` of speech (less the real
+    share when there is a speech folder), then the recorded clips, then one test clip per user speech file."""
     if not settings.sentences:
         raise UserError("the sentence list is empty; give a --sentences file with one sentence per line")
     if not settings.voices or not settings.held_out_voices:
@@ -80,26 +93,80 @@ def plan(settings: CorpusSettings) -> list[ClipSpec]:
     used = {k: 0 for k in pools}
     clips: list[ClipSpec] = []
     total = 0.0
-    while total < settings.minutes * 60 or len(clips) < 3:
+    tts_seconds = settings.minutes * 60 * (1 - settings.real_share if settings.speech_dir else 1)
+    while total < tts_seconds or len(clips) < 3:
         i = len(clips)
         split = SPLIT_CYCLE[i % len(SPLIT_CYCLE)]
         text = settings.sentences[pools[split][used[split] % len(pools[split])]]
         used[split] += 1
-        voices = settings.held_out_voices if split == "test" and used["test"] % 2 == 1 else settings.voices
+        held_out = split == "test" and used["test"] % 2 == 1
+        voices = settings.held_out_voices if held_out else settings.voices
         speed = int(rng.choice(speech.SPEEDS))
         clips.append(ClipSpec(
             clip_id=f"{split}_{i:05d}", split=split, identity=i % settings.identities, seed=int(rng.integers(2**31)),
             text=text, voice=str(voices[rng.integers(len(voices))]), speed=speed,
-            pitch=int(rng.choice(speech.PITCHES))))
+            pitch=int(rng.choice(speech.PITCHES)), group="tts_held_out" if held_out else "tts_seen"))
         total += _estimate_seconds(text, speed)
+    if settings.speech_dir:
+        held_out_tts = sum(c.group == "tts_held_out" for c in clips)
+        clips += _recorded_clips(settings, rng, len(clips), test_clips_per_held_out=max(2, held_out_tts))
     for j, path in enumerate(settings.speech_files):
         clips.append(ClipSpec(clip_id=f"user_{j:03d}", split="test", identity=0, seed=int(rng.integers(2**31)),
-                              speech_file=str(Path(path).resolve())))
+                              speech_file=str(Path(path).resolve()), group="user"))
     return clips
+
+
+def _recorded_clips(settings: CorpusSettings, rng: np.random.Generator, first: int, test_clips_per_held_out: int
+                    ) -> list[ClipSpec]:
+    """Clips of the speech folder: each training speaker gets an equal part of the real minutes, its joined
+    utterances in a seeded order, the splits cycling train/val/test as the TTS clips do; each held-out speaker
+    gives `test_clips_per_held_out` test clips."""
+    speakers = recordings.list_speakers(Path(settings.speech_dir))
+    unknown = sorted(set(settings.held_out_speakers) - set(speakers))
+    if unknown:
+        raise UserError(f"held-out speaker(s) {', '.join(unknown)} not in {settings.speech_dir}; its speakers: "
+                        f"{', '.join(speakers)}")
+    seen = [s for s in speakers if s not in settings.held_out_speakers]
+    if not seen:
+        raise UserError(f"every speaker of {settings.speech_dir} is held out; keep at least one for training")
+    budget = settings.minutes * 60 * settings.real_share / len(seen)
+    clips: list[ClipSpec] = []
+    cycle = 0   # one train/val/test cycle over all training speakers' clips: ~80/10/10 however few each gives
+    for speaker, files in speakers.items():
+        durations = {f: recordings.duration(f) for f in files}
+        groups = recordings.utterances(files, list(durations.values()))
+        words = recordings.transcripts(Path(settings.speech_dir) / speaker)
+        held_out, total = speaker in settings.held_out_speakers, 0.0
+        for j, k in enumerate(rng.permutation(len(groups))):
+            if (held_out and j >= test_clips_per_held_out) or (not held_out and total >= budget):
+                break
+            split = "test" if held_out else SPLIT_CYCLE[cycle % len(SPLIT_CYCLE)]
+            cycle += not held_out
+            names = [str(f.relative_to(Path(settings.speech_dir) / speaker).with_suffix("")) for f in groups[k]]
+            i = first + len(clips)
+            clips.append(ClipSpec(
+                clip_id=f"{split}_{i:05d}", split=split, identity=i % settings.identities,
+                seed=int(rng.integers(2**31)), text=" ".join(words.get(n, "") for n in names).strip() or None,
+                voice=speaker, recordings=tuple(str(f.resolve()) for f in groups[k]),
+                group="real_held_out" if held_out else "real_seen"))
+            total += sum(durations[f] for f in groups[k])
+    return clips
+
+
+def clip_group(row: dict, held_out_voices: Sequence[str]) -> str:
+    """A manifest row's or sidecar's speech group (GROUPS); rows of corpora made before groups existed get
+    theirs from the voice."""
+    if "group" in row:
+        return row["group"]
+    if row.get("speech_file"):
+        return "user"
+    return "tts_held_out" if row.get("voice") in held_out_voices else "tts_seen"
 
 
 def speech_for(spec: ClipSpec) -> np.ndarray:
     """The clip's audio (16 kHz mono): TTS, or the user's file; rejects silence-only files."""
+    if spec.recordings:
+        return recordings.load_utterance(spec.recordings)
     if spec.speech_file is None:
         return speech.synthesize(spec.text, spec.voice, spec.speed, spec.pitch)
     audio = load_audio(spec.speech_file)
@@ -160,27 +227,29 @@ def _work(args: tuple[ClipSpec, int, Path]) -> dict:
 
 def _row_from_sidecar(spec: ClipSpec, out_dir: Path) -> dict:
     side = json.loads((out_dir / f"{spec.clip_id}.json").read_text())
-    return {k: side[k] for k in (*asdict(spec), "file", "sidecar", "n_frames", "duration", "size")}
+    return {**asdict(spec), **{k: side[k] for k in ("file", "sidecar", "n_frames", "duration", "size")}}
 
 
 def build(settings: CorpusSettings, out: Path, workers: int = 1) -> dict:
-    """Writes (or resumes) the corpus under `out`; returns the manifest."""
+    """Writes (or resumes) the corpus under `out`; returns the manifest. Bad settings or user audio stop it
+    before anything is written."""
     clips_dir = out / "clips"
-    clips_dir.mkdir(parents=True, exist_ok=True)
     record = out / "corpus.json"
     wanted = {"format_version": FORMAT_VERSION, **asdict(settings)}
     wanted = json.loads(json.dumps(wanted))
-    if record.exists():
-        if json.loads(record.read_text()) != wanted:
+    if record.exists():   # settings added since a corpus was made count as their defaults
+        defaults = {f.name: f.default for f in fields(CorpusSettings) if f.default is not MISSING}
+        if {**json.loads(json.dumps(defaults)), **json.loads(record.read_text())} != wanted:
             raise UserError(f"{out} holds a corpus made with other settings (see {record}); "
                             "use a new --out, or delete that folder to rebuild it")
-    else:
-        with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps(wanted, indent=1))
     specs = plan(settings)
-    for spec in specs:   # fail on bad user audio before rendering anything
+    for spec in specs:   # fail on bad user audio before writing anything
         if spec.speech_file is not None:
             speech_for(spec)
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    if not record.exists():
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(wanted, indent=1))
     pending = [s for s in specs if not _is_done(s, clips_dir)]
     for stale in clips_dir.glob(".tmp-*"):   # left by an interrupted run
         stale.unlink()
@@ -195,6 +264,8 @@ def build(settings: CorpusSettings, out: Path, workers: int = 1) -> dict:
         "format_version": FORMAT_VERSION, "fps": FPS, "sample_rate": SAMPLE_RATE, "size": settings.size,
         "splits": {k: [r["clip_id"] for r in ordered if r["split"] == k] for k in ("train", "val", "test")},
         "held_out_voices": list(settings.held_out_voices),
+        "held_out_speakers": list(settings.held_out_speakers),
+        "groups": {g: sum(r["group"] == g for r in ordered) for g in GROUPS},
         "minutes": round(sum(r["duration"] for r in ordered) / 60, 3),
         "clips": ordered,
     }

@@ -1,5 +1,6 @@
-"""Stage 2: speech2latent. Random windows of a few seconds; masked L1/L2 on z-normalised latents of the
-frozen DiffAE encoder (`extract --dae`) plus the weighted MSE of the pose predictor on normalised
+"""Stage 2: speech2latent. Random windows of a few seconds (optionally augmented: `data/augment.py`); masked
+L1/L2 on z-normalised latents of the frozen DiffAE encoder (`extract --dae`), optionally plus the same loss on
+their frame-to-frame changes (`velocity_weight`), plus the weighted MSE of the pose predictor on normalised
 (yaw, pitch, roll); the pose projection is fed the ground-truth pose (teacher forcing, DAE-Talker Fig. 1).
 """
 
@@ -15,6 +16,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from daetalker_jax.data import pipeline
+from daetalker_jax.data.augment import SpeechAugment
 from daetalker_jax.data.clip_arrays import ClipArrays
 from daetalker_jax.data.extract import splits_of
 from daetalker_jax.data.features import MELS_PER_FRAME, N_MELS
@@ -32,7 +34,14 @@ def model_config(config: ml_collections.ConfigDict) -> Speech2LatentConfig:
         feature_dim=config.feature_dim if speech else N_MELS, feature_layers=config.feature_layers if speech else 0,
         per_frame=2 if speech else MELS_PER_FRAME, latent_dim=config.latent_dim, encoder_blocks=m.encoder_blocks,
         decoder_blocks=m.decoder_blocks, pose_hidden=m.pose_hidden, pose_kernel=m.pose_kernel,
+        feature_norm=config.get("feature_norm", "global"),
         conformer=ConformerConfig(**{k: m[k] for k in CONFORMER_FIELDS}))
+
+
+def augmentation(config: ml_collections.ConfigDict) -> SpeechAugment | None:
+    """The config's speech augmentation (`data/augment.py`), None when every operation is off."""
+    augment = SpeechAugment.from_config(config.get("augment", {}))
+    return augment if augment.active else None
 
 
 class S2LTask:
@@ -41,6 +50,17 @@ class S2LTask:
             raise UserError(f"--config.features must be mel or speech, got {config.features!r}")
         if config.loss not in ("l1", "l2"):
             raise UserError(f"--config.loss must be l1 or l2, got {config.loss!r}")
+        if config.get("feature_norm", "global") not in ("global", "utterance"):
+            raise UserError(f"--config.feature_norm must be global or utterance, got {config.feature_norm!r}")
+        try:
+            augment = augmentation(config)
+        except TypeError as e:
+            raise UserError(f"--config.augment: {e}; its fields are gain_db, noise, reverb, telephone, vtlp, "
+                            "speed") from None
+        if augment is not None and config.features != "mel":
+            raise UserError("--config.augment works on log-mel features; set it to zeros with --config.features=speech")
+        if not 0 <= config.get("velocity_weight", 0.0):
+            raise UserError(f"--config.velocity_weight must be >= 0, got {config.velocity_weight}")
         self.config = config
         if not config.latent_dim:   # a new run: read the sizes from the extracted data, and record them
             meta = ClipArrays(config.data_dir, "latents").meta
@@ -66,8 +86,10 @@ class S2LTask:
         if c.features == "speech":
             speech = ClipArrays(c.data_dir, "speech").meta
             stats.update(feature_mean=speech["mean"], feature_std=speech["std"])
-        else:
-            mel = np.concatenate([source[i]["mel"] for i in range(len(source))]).astype(np.float64)
+        else:   # with utterance normalisation, the statistics of each clip's mel less its own mean
+            centred = c.get("feature_norm", "global") == "utterance"
+            mel = np.concatenate([m - m.mean(0) if centred else m for m in
+                                  (np.asarray(source[i]["mel"], np.float64) for i in range(len(source)))])
             stats.update(feature_mean=mel.mean(0), feature_std=np.maximum(mel.std(0), 1e-3))
         model.set_stats(**{k: np.asarray(v, np.float32) for k, v in stats.items()})
 
@@ -80,7 +102,8 @@ class S2LTask:
     def dataset(self, shard: pipeline.Shard):
         c = self.config
         return pipeline.sequence_dataset(c.data_dir, c.split, c.batch_size, c.window_frames, seed=c.seed,
-                                         shard=shard, extras=self._extras(), workers=c.data_workers)
+                                         shard=shard, extras=self._extras(), workers=c.data_workers,
+                                         augment=augmentation(c))
 
     def batch_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """The global batch's shapes from the config alone (`trainers.base.compile_step`): log-mel features and
@@ -92,19 +115,32 @@ class S2LTask:
         return batch["speech"] if self.config.features == "speech" else batch["mel"]
 
     def losses(self, model: Speech2Latent, batch: dict, pose: jax.Array | None) -> dict[str, jax.Array]:
-        """Masked latent loss (l1/l2, mean over latent dims and valid frames) and pose MSE."""
+        """Masked latent loss (l1/l2, mean over latent dims and valid frames), the same loss on the latents'
+        frame-to-frame changes (velocity), and pose MSE."""
         mask = batch["mask"]
         z, predicted = model(self._features(batch), mask, pose)
-        diff = z - model.normalize_latents(batch["latents"].astype(jnp.float32))
-        per_frame = jnp.mean(jnp.abs(diff) if self.config.loss == "l1" else diff**2, axis=-1)
+        target = model.normalize_latents(batch["latents"].astype(jnp.float32))
         pose_err = jnp.mean((predicted - model.normalize_pose(batch["pose"])) ** 2, axis=-1)
+        moving = mask[:, 1:] & mask[:, :-1]
+        return {"latent_loss": self._masked_mean(self._per_frame(z - target), mask),
+                "velocity_loss": self._masked_mean(self._per_frame(jnp.diff(z, axis=1) - jnp.diff(target, axis=1)),
+                                                   moving),
+                "pose_loss": self._masked_mean(pose_err, mask)}
+
+    def _per_frame(self, diff: jax.Array) -> jax.Array:
+        return jnp.mean(jnp.abs(diff) if self.config.loss == "l1" else diff**2, axis=-1)
+
+    @staticmethod
+    def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
         weight = mask.astype(jnp.float32)
-        count = jnp.maximum(weight.sum(), 1.0)
-        return {"latent_loss": jnp.sum(per_frame * weight) / count, "pose_loss": jnp.sum(pose_err * weight) / count}
+        return jnp.sum(x * weight) / jnp.maximum(weight.sum(), 1.0)
 
     def loss(self, model: Speech2Latent, batch: dict, key: jax.Array, sharding) -> tuple[jax.Array, dict]:
         parts = self.losses(model, batch, batch["pose"])
-        return parts["latent_loss"] + self.config.pose_weight * parts["pose_loss"], parts
+        c = self.config
+        total = parts["latent_loss"] + c.get("velocity_weight", 0.0) * parts["velocity_loss"] + \
+            c.pose_weight * parts["pose_loss"]
+        return total, parts
 
     def held_out_clip(self) -> dict[str, np.ndarray]:
         """The first clip of the held-out split (val, else test, else train) as a batch of one."""
