@@ -106,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from daetalker_jax.xla_cache import enable_compilation_cache
 
     enable_compilation_cache()
-    from daetalker_jax.errors import UserError
+    from daetalker_jax.errors import UserError, require_run
 
     if not 1 <= args.steps <= 100:
         raise UserError(f"--steps must be between 1 and 100 (the page's slider), got {args.steps}")
+    require_run("--dae", args.dae)
+    require_run("--s2l", args.s2l)
     demo = build(args.dae, args.s2l, args.steps)
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # stop as on Ctrl-C: close, clean up the videos
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)

@@ -39,6 +39,15 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def require_run(flag: str, path: str | os.PathLike) -> Path:
+    """A training run folder given on the command line, checked before anything heavy loads."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        reason = "does not exist" if not path.exists() else "is not a training run folder (no config.json)"
+        raise UserError(f"{flag} {path} {reason}; pass the --workdir of `python -m daetalker_jax.train`")
+    return path
+
+
 @contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary sibling path; renames it to `final` only if the block succeeds.

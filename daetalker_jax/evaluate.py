@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from daetalker_jax.errors import UserError, ensure_writable_dir, run_cli
+from daetalker_jax.errors import UserError, ensure_writable_dir, require_run, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     enable_compilation_cache()
     for flag, path in (("--dae", args.dae), ("--s2l", args.s2l), ("--sync", args.sync)):
-        if path is None:
-            continue
-        if not (path / "config.json").is_file():
-            raise UserError(f"{flag} {path} is not a training run folder (no config.json)")
+        if path is not None:
+            require_run(flag, path)
     if not (args.data / "summary.json").is_file():
         raise UserError(f"--data {args.data} is not a prepared dataset folder (no summary.json); pass the --out of "
                         "`python -m daetalker_jax.prepare`")

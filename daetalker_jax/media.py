@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -53,6 +53,17 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     if audio.size < sr // 10:
         raise UserError(f"{path} holds {audio.size / sr:.3f} s of audio; at least 0.1 s is needed")
     return audio.astype(np.float32)
+
+
+def resized(frames: Iterable[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
+    """uint8 frames resized to size x size (bicubic); as they are when size is None or already theirs."""
+    from PIL import Image
+
+    for frame in frames:
+        if size is None or frame.shape[:2] == (size, size):
+            yield frame
+        else:
+            yield np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
 
 
 def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], audio: np.ndarray | None,

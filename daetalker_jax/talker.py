@@ -32,7 +32,7 @@ from daetalker_jax.diffusion import ddim
 from daetalker_jax.diffusion.schedule import Schedule
 from daetalker_jax.errors import UserError, ensure_writable_dir
 from daetalker_jax.generation.pose import fit_length
-from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, write_mp4
+from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, resized, write_mp4
 from daetalker_jax.trainers.base import load_trained, make_mesh
 from daetalker_jax.trainers.dae import to_unit_range
 
@@ -208,8 +208,10 @@ class Talker:
 
     # --- whole files and streams ---------------------------------------------------------------------------
     def generate(self, audio: np.ndarray | str | Path, out: str | Path, *, pose: np.ndarray | None = None,
-                 seed: int = 0, ref_frame: str | Path | None = None, progress: bool = True) -> dict:
-        """Writes a 25 fps mp4 with the speech muxed in; returns a summary with the pose used."""
+                 seed: int = 0, ref_frame: str | Path | None = None, progress: bool = True,
+                 video_size: int | None = None) -> dict:
+        """Writes a 25 fps mp4 with the speech muxed in (frames resized to `video_size` if given); returns a
+        summary with the pose used."""
         if not isinstance(audio, np.ndarray):
             audio = load_audio(audio)
         out = Path(out)
@@ -221,7 +223,7 @@ class Talker:
         x_T = self.noise(seed, ref_frame)
         bar = tqdm(total=len(z), desc="generate", unit="frame", disable=not progress)
         try:
-            n = write_mp4(out, self.frames(z, x_T, bar), audio)
+            n = write_mp4(out, resized(self.frames(z, x_T, bar), video_size), audio)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0

@@ -4,7 +4,8 @@
 #   -> generate a talking video for held-out speech (a test sentence in the held-out voice) + contact sheet.
 # On a CPU it picks the small `cpu` configs (32 px, about 10 minutes on 2 cores); with a GPU/TPU the 128 px
 # DiffAE and the default speech2latent on a 30-minute corpus. Rerunning resumes every stage.
-# Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. CORPUS=an/existing/corpus bash launch/main.sh
+# Knobs: OUT=runs/x MINUTES=.. SIZE=.. DAE_STEPS=.. S2L_STEPS=.. SEED=.. SPEECH_DIR=dir|none CORPUS=an/existing/corpus
+# bash launch/main.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
@@ -13,12 +14,12 @@ OUT=${OUT:-runs/default}
 BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
 if [ "$BACKEND" = "cpu" ]; then
   MINUTES=${MINUTES:-4}; SYNTH_SIZE=128; SIZE=${SIZE:-32}; MARGIN=1.2
-  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-4000}; S2L_STEPS=${S2L_STEPS:-500}
-  GEN_STEPS=10
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-4000}; S2L_STEPS=${S2L_STEPS:-1500}
+  GEN_STEPS=10; VIDEO_SIZE=(--video-size 128)   # a 32 px H.264 video loses the lips to 4:2:0 colour subsampling
 else
   MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2
   DAE_CONFIG=configs/dae.py:128; S2L_CONFIG=configs/s2l.py; DAE_STEPS=${DAE_STEPS:-20000}; S2L_STEPS=${S2L_STEPS:-10000}
-  GEN_STEPS=20
+  GEN_STEPS=20; VIDEO_SIZE=()
 fi
 echo "main job on $BACKEND: $MINUTES min corpus, ${SIZE}px, $DAE_CONFIG x $DAE_STEPS steps, $S2L_CONFIG x $S2L_STEPS steps"
 T0=$SECONDS
@@ -36,7 +37,7 @@ EOF
 )
 CLIP_PATH="$C/$CLIP"
 $PY -m daetalker_jax.generate --audio "$CLIP_PATH" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/talking.mp4" \
-    --steps "$GEN_STEPS"
+    --steps "$GEN_STEPS" "${VIDEO_SIZE[@]}"
 $PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --data "$OUT/data" \
     --out "$OUT/talking.png"
 echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out speech from $CLIP_PATH),"

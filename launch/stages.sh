@@ -1,7 +1,10 @@
 # Sourced by main.sh and reference_run.sh: from the embedded default data to trained runs under $OUT.
 # Expects PY OUT MINUTES SYNTH_SIZE SIZE MARGIN DAE_CONFIG DAE_STEPS S2L_CONFIG S2L_STEPS; CORPUS (optional)
 # reuses an already synthesized corpus folder instead of synthesizing one (machines without espeak-ng);
-# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; WORKERS (default: all cores) synthesizes and prepares
+# DAE_ARGS / S2L_ARGS (optional) add --config.x=y overrides; SPEECH_DIR (default runs/speech; `none`: TTS only) is
+# where Debian's recorded voice prompts are fetched once (python -m daetalker_jax.synth.recordings) to speak half of
+# the corpus, one speaker held out for testing; SEED (default 0) seeds the corpus and both trainings; WORKERS
+# (default: all cores) synthesizes and prepares
 # in parallel; PRECOMPILE=1 compiles the DiffAE's and speech2latent's train steps while synth and prepare run
 # (needs $JAX_COMPILATION_CACHE_DIR; speech2latent only for log-mel features). The DiffAE's compile is the longest
 # thing before its training, so everything beside it runs under `nice`, and speech2latent's compile is awaited
@@ -34,18 +37,23 @@ PYEOF
     s2l_compile=$!
   fi
   if [ -z "${CORPUS:-}" ]; then
+    local speech=${SPEECH_DIR:-runs/speech} recorded=()
+    if [ "$speech" != none ]; then
+      stage fetch_speech $PY -m daetalker_jax.synth.recordings --out "$speech"
+      recorded=(--speech-dir "$speech")
+    fi
     stage synth "${low[@]}" $PY -m daetalker_jax.synth --out "$corpus" --minutes "$MINUTES" --size "$SYNTH_SIZE" \
-        --workers "${WORKERS:-$(nproc)}" "$@"
+        --workers "${WORKERS:-$(nproc)}" --seed "${SEED:-0}" "${recorded[@]}" "$@"
   fi
   stage prepare "${low[@]}" $PY -m daetalker_jax.prepare --videos "$corpus/manifest.json" --out "$OUT/data" --size "$SIZE" \
       --margin "$MARGIN" --workers "${WORKERS:-$(nproc)}"
   await_compile "$dae_compile" precompile_wait "$OUT/precompile.log"
   stage train_dae $PY -m daetalker_jax.train --config "$DAE_CONFIG" --workdir "$OUT/dae" --config.data_dir="$OUT/data" \
-      --config.num_steps="$DAE_STEPS" ${DAE_ARGS:-}
+      --config.num_steps="$DAE_STEPS" --config.seed="${SEED:-0}" ${DAE_ARGS:-}
   stage extract $PY -m daetalker_jax.extract --data "$OUT/data" --dae "$OUT/dae"
   await_compile "$s2l_compile" precompile_s2l_wait "$OUT/precompile_s2l.log"
   stage train_s2l $PY -m daetalker_jax.train --config "$S2L_CONFIG" --workdir "$OUT/s2l" --config.data_dir="$OUT/data" \
-      --config.num_steps="$S2L_STEPS" ${S2L_ARGS:-}
+      --config.num_steps="$S2L_STEPS" --config.seed="${SEED:-0}" ${S2L_ARGS:-}
 }
 
 # `wait_for PID`: waits for a process that is not this shell's child (a sibling background job).

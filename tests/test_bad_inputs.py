@@ -135,6 +135,12 @@ CASES: dict[str, Case] = {
     "generate: bad constant pose": Case("generate", lambda i: _gen(i, **{"--pose": "yaw=ten"}), "yaw=10", VIDEO),
     "generate: checkpoints that do not belong together": Case("generate", lambda i: _gen(i, **{"--s2l": i.dae}),
                                                               "speech2latent run", VIDEO),
+    "generate: missing speech2latent run": Case("generate", lambda i: _gen(i, **{"--s2l": i.tmp / "no_run"}),
+                                                "--s2l", VIDEO),
+    "generate: missing reference frame": Case("generate", lambda i: _gen(i, **{"--ref-frame": i.tmp / "none.png"}),
+                                              "--ref-frame", VIDEO),
+    "generate: video size out of range": Case("generate", lambda i: _gen(i, **{"--video-size": "8"}), "--video-size",
+                                              VIDEO),
     "generate: unwritable output": Case("generate", lambda i: _gen(i, **{"--out": i.file("f", "x") / "o.mp4"}),
                                         "not writable", lambda i: i.tmp / "f" / "o.mp4"),
     # evaluate

@@ -44,6 +44,17 @@ def test_cli_writes_a_video_as_long_as_the_speech(dae_run, s2l_run, speech, tmp_
     assert "s per second of video" in result.stdout
 
 
+def test_streaming_into_a_new_folder_at_another_video_size(dae_run, s2l_run, speech, tmp_path):
+    """--stream creates the output folder as the offline path does; --video-size resizes the written frames."""
+    wav = write_audio(tmp_path / "speech.wav", speech, 16000, "pcm_s16le")
+    out = tmp_path / "new" / "sub" / "o.mp4"
+    result = _generate("--audio", str(wav), "--dae", str(dae_run), "--s2l", str(s2l_run), "--out", str(out),
+                       "--steps", "2", "--stream", "--video-size", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    video = read_mp4(out)
+    assert video.frames.shape[1:] == (64, 64, 3) and len(video.frames) == math.ceil(len(speech) / 640)
+
+
 def test_pose_control_and_shared_noise(talker, speech):
     z_pred, pose_pred = talker.latents(speech)
     n = math.ceil(len(speech) / 640)

@@ -7,12 +7,17 @@ import numpy as np
 MIN_PAIRS = 10  # with fewer overlapping valid frames an offset's r is too noisy to compete in the search
 
 
+def _constant(x: np.ndarray) -> bool:
+    """Fewer than two values, or all equal up to float rounding (frames decoded identically, read by a probe)."""
+    return x.size < 2 or float(np.ptp(x)) <= 1e-9 * max(1.0, float(np.abs(x).max()))
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson r of two equal-length 1-D arrays over the pairs where neither is NaN; NaN when fewer
     than two pairs remain or either side is constant on them."""
     valid = ~(np.isnan(x) | np.isnan(y))
     x, y = x[valid], y[valid]
-    if x.size < 2 or x.min() == x.max() or y.min() == y.max():
+    if _constant(x) or _constant(y):
         return float("nan")
     x, y = x - x.mean(), y - y.mean()
     return float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
@@ -24,9 +29,9 @@ def amplitude(generated: np.ndarray, truth: np.ndarray) -> float:
     constant one 0. NaN when fewer than two pairs remain or the truth is constant on them."""
     valid = ~(np.isnan(generated) | np.isnan(truth))
     g, t = generated[valid], truth[valid]
-    if g.size < 2 or t.min() == t.max():
+    if _constant(t):
         return float("nan")
-    return float(np.std(g) / np.std(t))
+    return 0.0 if _constant(g) else float(np.std(g) / np.std(t))
 
 
 def shifted_pairs(generated: np.ndarray, truth: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

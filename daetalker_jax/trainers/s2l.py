@@ -39,9 +39,10 @@ def model_config(config: ml_collections.ConfigDict) -> Speech2LatentConfig:
 
 
 def augmentation(config: ml_collections.ConfigDict) -> SpeechAugment | None:
-    """The config's speech augmentation (`data/augment.py`), None when every operation is off."""
+    """The config's speech augmentation (`data/augment.py`), None when every operation is off or the features
+    are not log-mel (it works on mel spectra)."""
     augment = SpeechAugment.from_config(config.get("augment", {}))
-    return augment if augment.active else None
+    return augment if augment.active and config.features == "mel" else None
 
 
 class S2LTask:
@@ -52,13 +53,10 @@ class S2LTask:
             raise UserError(f"--config.loss must be l1 or l2, got {config.loss!r}")
         if config.get("feature_norm", "global") not in ("global", "utterance"):
             raise UserError(f"--config.feature_norm must be global or utterance, got {config.feature_norm!r}")
-        try:
-            augment = augmentation(config)
-        except TypeError as e:
-            raise UserError(f"--config.augment: {e}; its fields are gain_db, noise, reverb, telephone, vtlp, "
-                            "speed") from None
-        if augment is not None and config.features != "mel":
-            raise UserError("--config.augment works on log-mel features; set it to zeros with --config.features=speech")
+        for name, value in dict(config.get("augment", {})).items():
+            if not 0 <= value <= (60 if name == "gain_db" else 1):
+                raise UserError(f"--config.augment.{name} must be a probability in 0..1 (gain_db: 0..60 dB), got "
+                                f"{value}")
         if not 0 <= config.get("velocity_weight", 0.0):
             raise UserError(f"--config.velocity_weight must be >= 0, got {config.velocity_weight}")
         self.config = config
