@@ -24,10 +24,13 @@ MODELS = {
 }
 
 
+VARIANTS = ("128",) + tuple(k for k in MODELS if k != "128")   # the first is the default
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "128"
-    if variant not in MODELS:
-        raise ValueError(f"unknown dae variant {variant!r}; choose one of {', '.join(MODELS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown dae variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     c = ml_collections.ConfigDict()
     c.task = "dae"
     c.variant = variant

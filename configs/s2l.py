@@ -20,10 +20,13 @@ import ml_collections
 from daetalker_jax.trainers import TRAINER_DEFAULTS
 
 
+VARIANTS = ("default", "paper", "ref", "cpu", "tiny")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "paper", "ref", "cpu", "tiny"):
-        raise ValueError(f"unknown s2l variant {variant!r}; choose default, paper, ref, cpu or tiny")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown s2l variant {variant!r}; choose {', '.join(VARIANTS)}")
     c = ml_collections.ConfigDict()
     c.task = "s2l"
     c.variant = variant

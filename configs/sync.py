@@ -11,10 +11,13 @@ import ml_collections
 from daetalker_jax.trainers import TRAINER_DEFAULTS
 
 
+VARIANTS = ("default", "tiny")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"unknown sync variant {variant!r}; choose default or tiny")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown sync variant {variant!r}; choose {', '.join(VARIANTS)}")
     c = ml_collections.ConfigDict()
     c.task = "sync"
     c.variant = variant

@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daetalker_jax.errors import HelpFormatter
+
 if TYPE_CHECKING:
     import gradio as gr
 
@@ -25,7 +27,7 @@ POSE_MODES = ("predicted", "constant angles", "pose file")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m daetalker_jax.app", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dae", type=Path, required=True, help="the DiffAE training run (its --workdir)")
     p.add_argument("--s2l", type=Path, required=True, help="the speech2latent training run (its --workdir)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from daetalker_jax.errors import UserError, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, run_cli
 from daetalker_jax.models.unet import DiffAE, DiffAEConfig
 
 PRESETS = {
@@ -131,11 +131,15 @@ def save_params(params: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daetalker_jax.convert_diffae", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m daetalker_jax.convert_diffae", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="official last.ckpt (or a state-dict .npz)")
     p.add_argument("--out", type=Path, required=True, help="output orbax checkpoint folder")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="ffhq256")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="ffhq256",
+                   help="the official autoencoder's layout the checkpoint was trained with (its image size)")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                   help="which weights of the checkpoint: its EMA (what the official code samples with) or the raw "
+                        "trained ones")
     args = p.parse_args(argv)
     params = convert_state_dict(load_official(args.ckpt, args.weights), PRESETS[args.preset])
     save_params(params, args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -12,6 +13,17 @@ from pathlib import Path
 
 class UserError(Exception):
     """A problem with the user's input: printed as one message naming the problem and the fix."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with each optional flag's default, once: not for required flags, flags without a default, or help
+    texts that already state theirs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, argparse.SUPPRESS, False) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

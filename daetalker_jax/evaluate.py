@@ -15,12 +15,12 @@ import os
 import time
 from pathlib import Path
 
-from daetalker_jax.errors import UserError, ensure_writable_dir, require_run, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, ensure_writable_dir, require_run, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m daetalker_jax.evaluate", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dae", type=Path, required=True, help="the DiffAE training run folder")
     p.add_argument("--s2l", type=Path, required=True, help="the speech2latent training run folder")
     p.add_argument("--data", type=Path, required=True, help="the prepared dataset (held-out clips are scored)")
@@ -62,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus is not None and not args.corpus.is_dir():
         raise UserError(f"--corpus {args.corpus} is not a folder; pass the corpus' clips folder (CORPUS/clips)")
     for flag, value in (("--recon-frames", args.recon_frames), ("--batch-frames", args.batch_frames),
-                        ("--workers", args.workers), ("--invert-steps", args.invert_steps)):
+                        ("--workers", args.workers)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
+    from daetalker_jax.diffusion.schedule import check_steps, run_timesteps
+
+    for flag, value in (("--steps", args.steps), ("--invert-steps", args.invert_steps)):
+        if value is not None:
+            check_steps(value, run_timesteps(args.dae), flag)
     out = ensure_writable_dir(args.out)
 
 

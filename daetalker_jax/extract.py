@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daetalker_jax.errors import UserError, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "trained DiffAE's frozen EMA encoder (with their mean/std for z-normalisation) and, optionally, "
                     "the hidden states of a local wav2vec 2.0 / HuBERT checkpoint. Uses all devices; resumable; "
                     "multi-host: run the same command on every host.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="dataset folder made by `python -m daetalker_jax.prepare`")
     p.add_argument("--dae", type=Path, help="the --workdir of a finished DiffAE training run")
     p.add_argument("--speech-model", type=Path,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daetalker_jax.errors import UserError, ensure_writable_dir, require_run, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, ensure_writable_dir, require_run, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -16,7 +16,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m daetalker_jax.generate",
         description="Drive a trained talking head with speech: speech2latent predicts one latent per 25 fps frame, "
                     "the DiffAE decodes every frame from one shared x_T with DDIM, and the speech is muxed in.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--audio", type=Path, required=True, help="speech: wav, flac, mp3, m4a, ... any rate, any channels")
     p.add_argument("--dae", type=Path, required=True, help="the DiffAE training run (its --workdir)")
     p.add_argument("--s2l", type=Path, required=True, help="the speech2latent training run (its --workdir)")
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--batch-frames must be positive, got {args.batch_frames}")
     if args.video_size is not None and not 16 <= args.video_size <= 4096:
         raise UserError(f"--video-size must be within 16..4096 pixels, got {args.video_size}")
+    from daetalker_jax.diffusion.schedule import check_steps, run_timesteps
     from daetalker_jax.generation.pose import parse_pose
     from daetalker_jax.media import load_audio
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     pose = parse_pose(args.pose)
     require_run("--dae", args.dae)
     require_run("--s2l", args.s2l)
+    check_steps(args.steps, run_timesteps(args.dae))
     if args.ref_frame is not None and not args.ref_frame.is_file():
         raise UserError(f"--ref-frame {args.ref_frame} does not exist; give a PNG or JPEG image")
     ensure_writable_dir(args.out.parent if str(args.out.parent) else ".")   # streaming or not

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from daetalker_jax.data.prepare import PrepareConfig, prepare
-from daetalker_jax.errors import UserError, ensure_writable_dir, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, ensure_writable_dir, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -17,7 +17,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Prepare one speaker's videos for training: 25 fps frames cropped around the face, 16 kHz "
                     "audio, 80-bin log-mel, head pose; written as a TFDS dataset (array_record) under --out. "
                     "Resumable: rerun the same command to continue.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--videos", type=Path, required=True,
                    help="a folder of videos, the synthetic corpus' manifest.json, or a text file of "
                         "`path[,split]` lines")

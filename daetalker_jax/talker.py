@@ -29,7 +29,7 @@ from tqdm import tqdm
 from daetalker_jax.data.features import log_mel
 from daetalker_jax.data.pipeline import SAMPLES_PER_FRAME
 from daetalker_jax.diffusion import ddim
-from daetalker_jax.diffusion.schedule import Schedule
+from daetalker_jax.diffusion.schedule import Schedule, check_steps
 from daetalker_jax.errors import UserError, ensure_writable_dir
 from daetalker_jax.generation.pose import fit_length
 from daetalker_jax.media import FPS, SAMPLE_RATE, load_audio, resized, write_mp4
@@ -73,8 +73,6 @@ class Talker:
     def __init__(self, dae: str | Path | Trained, s2l: str | Path | Trained, *, steps: int = 20,
                  batch_frames: int = 64):
         """dae, s2l: training run folders, or (config, model) pairs already in memory."""
-        if steps < 1:
-            raise UserError(f"--steps must be at least 1, got {steps}")
         self.dae_config, dae_model = dae if isinstance(dae, tuple) else load_trained(dae)
         self.s2l_config, s2l_model = s2l if isinstance(s2l, tuple) else load_trained(s2l)
         if self.dae_config.task != "dae" or self.s2l_config.task != "s2l":
@@ -89,8 +87,8 @@ class Talker:
             raise UserError(f"the checkpoints do not belong together: speech2latent {s2l} was trained on latents of "
                             f"a {self.s2l_config.image_size}px DiffAE, but {dae} is {size}px; use "
                             f"{self.s2l_config.dae}")
-        self.image_size, self.steps = size, steps
         self.schedule = Schedule.of(self.dae_config)
+        self.image_size, self.steps = size, check_steps(steps, self.schedule.num_timesteps)
         self.mesh = make_mesh()
         self.batch_frames = -(-batch_frames // self.mesh.size) * self.mesh.size
         self.speech_encoder = None
@@ -196,9 +194,7 @@ class Talker:
         `steps` steps (default: the generation's; DiffAE reports this at T = 100, its config's invert_steps)."""
         if frames.shape[1:] != (self.image_size, self.image_size, 3):
             raise UserError(f"frames of shape {frames.shape[1:]} do not fit this {self.image_size}px DiffAE")
-        steps = self.steps if steps is None else steps
-        if steps < 1:
-            raise UserError(f"the inversion needs at least 1 DDIM step, got {steps}")
+        steps = self.steps if steps is None else check_steps(steps, self.schedule.num_timesteps, "--invert-steps")
         zs, outs = [], []
         for batch, n in self._batches(frames):
             z, out = self._reconstruct_fn(self._dae_state, batch, steps)

@@ -23,8 +23,27 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, tensorboard, metrics.jsonl, samples.")
 flags.DEFINE_bool("compile_only", False, "Compile the train step from the config's shapes (no data, no workdir), "
                   "print its device memory and exit; with $JAX_COMPILATION_CACHE_DIR set, training then loads it.")
+flags.DEFINE_bool("show_config", False, "Print the config (variant and --config.x=y overrides applied), i.e. every "
+                  "field you can override, and exit.")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dae.py or configs/dae.py:tiny.",
                                 lock_config=True)
+HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def catalogue() -> str:
+    """The configs, their variants and stages, for --help (read from configs/, so it stays true)."""
+    import importlib.util
+    from pathlib import Path
+
+    lines = ["Configs (--config FILE[:VARIANT]; the first variant is the default):"]
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("[!_]*.py")):
+        spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        first = " ".join((module.__doc__ or "").split()).split(". ")[0].rstrip(".")
+        lines.append(f"  configs/{path.name} ({', '.join(module.VARIANTS)}): {first}.")
+    lines.append("Every field of one, with its value: --config configs/s2l.py:ref --show_config")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
@@ -37,6 +56,9 @@ def main(argv: list[str]) -> None:
         distributed.initialize()
         if FLAGS.config is None:
             raise UserError("--config is required, e.g. --config configs/dae.py:tiny")
+        if FLAGS.show_config:
+            print(FLAGS.config)
+            return
         if FLAGS.compile_only:
             _compile_only()
             return
@@ -75,7 +97,12 @@ def _compile_only() -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parsing, with a bad `--config.x=y` override (unknown field, wrong type) reported as one clear
-    message and exit status 2 instead of a traceback."""
+    message and exit status 2 instead of a traceback; --help prints the flags and the configs and exits 0."""
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(__doc__.strip(), "\n\nFlags:", sep="")
+        print(FLAGS.module_help(sys.modules[__name__]) if "--helpfull" not in argv else FLAGS.get_help())
+        print("\n" + catalogue())
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except flags.Error as e:

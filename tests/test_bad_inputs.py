@@ -99,6 +99,8 @@ CASES: dict[str, Case] = {
         RUN),
     "train: override of a missing field": Case("train", lambda i: _train(i, "--config.batchsize=4"),
                                                'Did you mean "batch_size"', RUN),
+    "train: more sample steps than the diffusion has": Case(
+        "train", lambda i: _train(i, "--config.sample_steps=1001"), "--config.sample_steps must be", RUN),
     "train: no workdir": Case("train", lambda i: ["--config", "configs/dae.py:tiny"], "--workdir", RUN),
     "train: override of the wrong type": Case("train", lambda i: _train(i, "--config.batch_size=many"),
                                               "--config.batch_size=many: invalid literal", RUN),
@@ -141,6 +143,7 @@ CASES: dict[str, Case] = {
                                               "--ref-frame", VIDEO),
     "generate: video size out of range": Case("generate", lambda i: _gen(i, **{"--video-size": "8"}), "--video-size",
                                               VIDEO),
+    "generate: zero DDIM steps": Case("generate", lambda i: _gen(i, **{"--steps": "0"}), "--steps must be", VIDEO),
     "generate: unwritable output": Case("generate", lambda i: _gen(i, **{"--out": i.file("f", "x") / "o.mp4"}),
                                         "not writable", lambda i: i.tmp / "f" / "o.mp4"),
     # evaluate
@@ -152,8 +155,11 @@ CASES: dict[str, Case] = {
                                         REPORT),
     "evaluate: corpus that is not a folder": Case("evaluate", lambda i: _eval(i, **{"--corpus": i.tmp / "none"}),
                                                   "not a folder", REPORT),
-    "evaluate: zero inversion steps": Case("evaluate", lambda i: _eval(i, **{"--invert-steps": "0"}),
-                                           "--invert-steps must be at least 1", REPORT),
+    "evaluate: zero inversion steps": Case(
+        "evaluate", lambda i: _eval(i, **{"--invert-steps": "0"}),
+        "--invert-steps must be a whole number of DDIM steps from 1 to 1000", REPORT),
+    "evaluate: more steps than the diffusion has": Case("evaluate", lambda i: _eval(i, **{"--steps": "1001"}),
+                                                        "from 1 to 1000", REPORT),
 }
 
 

@@ -85,3 +85,15 @@ def test_speech2latent_compile_only_is_the_program_its_training_runs(extracted, 
                    "--config.num_steps=2", "--config.sample_every=0"])
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert steps() == before
+
+
+def test_help_exits_0_and_lists_the_configs_and_show_config_prints_every_field():
+    for flag in ("--help", "-h", "--helpfull"):
+        result = subprocess.run([sys.executable, "-m", "daetalker_jax.train", flag], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, (flag, result.stderr[-1000:])
+        assert "--workdir" in result.stdout and "configs/s2l.py (default, paper, ref, cpu, tiny)" in result.stdout
+        assert "configs/dae.py (128, 256" in result.stdout and "--show_config" in result.stdout
+    shown = _train("--config.batch_size=12", "--show_config")
+    assert shown.returncode == 0, shown.stderr[-1000:]
+    assert "batch_size: 12" in shown.stdout and "mouth_weight:" in shown.stdout and "model:" in shown.stdout

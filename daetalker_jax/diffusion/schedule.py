@@ -61,10 +61,33 @@ class Schedule:
         return jnp.sqrt(abar) * x_t - jnp.sqrt(1 - abar) * output, jnp.sqrt(abar) * output + jnp.sqrt(1 - abar) * x_t
 
     def ddim_timesteps(self, steps: int) -> np.ndarray:
-        """The kept timesteps of official "ddimN" respacing, ascending: {0, s, 2s, ...} with the smallest
-        integer stride s giving exactly `steps` of them (N=20 -> stride 50: 0, 50, ..., 950)."""
+        """The kept timesteps for `steps` DDIM steps (any count from 1 to T), ascending. Where an integer
+        stride gives exactly that many, official "ddimN" respacing: {0, s, 2s, ...} with the smallest such
+        stride s (N=20 -> stride 50: 0, 50, ..., 950); otherwise the fractional stride of guided diffusion's
+        `space_timesteps`: round(i (T - 1) / (N - 1)), i = 0..N-1 (N=600: 0, 2, 3, 5, ...)."""
+        check_steps(steps, self.num_timesteps)
         for stride in range(1, self.num_timesteps + 1):
             kept = np.arange(0, self.num_timesteps, stride)
             if len(kept) == steps:
                 return kept
-        raise ValueError(f"cannot respace {self.num_timesteps} timesteps into exactly {steps} DDIM steps")
+            if len(kept) < steps:
+                break
+        return np.round(np.arange(steps) * (self.num_timesteps - 1) / (steps - 1)).astype(np.int64)
+
+
+def run_timesteps(workdir) -> int:
+    """The diffusion's T of a DiffAE training run folder, read from its config.json (no checkpoint loaded)."""
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(workdir) / "config.json").read_text()).get("diffusion_steps", 1000))
+
+
+def check_steps(steps: int, num_timesteps: int = 1000, name: str = "--steps") -> int:
+    """A DDIM step count: any integer from 1 to the diffusion's T; a clear error otherwise."""
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= num_timesteps:
+        from daetalker_jax.errors import UserError
+
+        raise UserError(f"{name} must be a whole number of DDIM steps from 1 to {num_timesteps} (the diffusion's "
+                        f"T), got {steps}")
+    return int(steps)

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from daetalker_jax.errors import UserError, ensure_writable_dir, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, ensure_writable_dir, run_cli
 from daetalker_jax.synth import corpus, recordings, speech
 from daetalker_jax.synth.preview import contact_sheet
 from daetalker_jax.synth.sentences import HARVARD
@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Synthesize a single-speaker talking-face corpus (mp4 + speech) with per-frame ground "
                     "truth: espeak-ng speech, an acoustic mouth track, head motion and a 3-D face renderer. "
                     "Rerun the same command to resume an interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/synth"), help="output folder")
     p.add_argument("--minutes", type=float, default=2.0, help="minutes of TTS speech to synthesize")
     p.add_argument("--size", type=int, default=128, help="frame size in pixels (square, 64..512)")

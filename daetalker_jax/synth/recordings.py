@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daetalker_jax.errors import UserError, atomic_path, run_cli
+from daetalker_jax.errors import HelpFormatter, UserError, atomic_path, run_cli
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".webm")
 JOIN_SECONDS = 4.0
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m daetalker_jax.synth.recordings",
         description="Fetch Debian's Asterisk voice prompts (real recorded speech: en, es, fr, it, ru; ~2 h) into a "
                     "speech folder for `python -m daetalker_jax.synth --speech-dir DIR`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="the speech folder to fill (reruns skip finished voices)")
     p.add_argument("--voices", default=",".join(ASTERISK_VOICES), help="comma-separated language codes")
     args = p.parse_args(argv)

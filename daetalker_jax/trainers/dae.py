@@ -12,7 +12,7 @@ from flax import nnx
 
 from daetalker_jax.data import pipeline
 from daetalker_jax.diffusion import ddim
-from daetalker_jax.diffusion.schedule import Schedule
+from daetalker_jax.diffusion.schedule import Schedule, check_steps
 from daetalker_jax.errors import UserError
 from daetalker_jax.metrics.fidelity import psnr
 from daetalker_jax.models.unet import DiffAE, DiffAEConfig
@@ -43,6 +43,8 @@ class DAETask:
         self.model_config = DiffAEConfig(**{k: tuple(v) if isinstance(v, list | tuple) else v
                                             for k, v in config.model.items()})
         self.schedule = Schedule.of(config)
+        for name in ("sample_steps", "invert_steps"):   # refused at start, not at the first sample grid
+            check_steps(config[name], config.diffusion_steps, f"--config.{name}")
 
     def build_model(self, rngs: nnx.Rngs) -> DiffAE:
         return DiffAE(self.model_config, rngs=rngs)
