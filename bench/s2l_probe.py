@@ -1,26 +1,30 @@
 """speech2latent alone, in seconds: lip sync of its predicted latents per speech group, read by a linear mouth
 probe on the latent space, without decoding a frame.
 
-The probe is ridge regression from the frozen encoder's latents of the TRAINING frames (`extract --dae`) to
-the corpus' analytic mouth opening; it reads the held-out clips' own encoder latents as a ceiling ("encoder"
-rows), and each run's predictions from the clips' speech (ground-truth pose given, as `evaluate` does by
-default). Because the DiffAE decodes the encoder's latents to nearly the true mouth in the reference run
-(`lipsync/r_dae` 0.985), these numbers track `evaluate`'s lip sync closely at a fraction of its cost; use them
-to compare speech2latent variants on one DiffAE, and `evaluate` for the final figures.
+The probe is ridge regression from the frozen encoder's latents of the TRAINING frames (`extract --dae`) to the
+corpus' analytic mouth opening. It reads each held-out clip's own encoder latents (the "encoder" row: the
+ceiling) and each run's predictions from the clip's speech (ground-truth pose given, as `evaluate` does). Where
+the DiffAE decodes the encoder's latents to the true mouth (`lipsync/r_dae` 0.985 in the reference run), these
+numbers track `evaluate`'s lip sync at a fraction of its cost: use them to compare speech2latent variants on one
+DiffAE, and `evaluate` for final figures.
 
-`--speech-dir DIR --speakers A,B` also scores every utterance of those speakers of a speech folder (prompts
-joined as `synth` joins them; truth from `articulation.mouth_track`, pose predicted by the run): hundreds of
-held-out recordings without rendering a frame. Keep them out of training (`synth --held-out-speakers`).
+`--speech-dir DIR --speakers A,B` also scores every utterance of those speakers of a speech folder (prompts joined
+as `synth` joins them; truth from `articulation.mouth_track`; pose predicted): hundreds of held-out recordings
+without rendering a frame. Keep them out of training (`synth --held-out-speakers`). `--degraded` scores every
+clip and utterance a second time degraded as people record (`degrade`: waveform processing, independent of the
+mel-domain training augmentation), as the set "<set>+degraded".
 
-Run: PYTHONPATH=. python bench/s2l_probe.py --data DATA --corpus CORPUS/clips --runs RUN [RUN ...] [--split test]
-     [--speech-dir DIR --speakers fr_CA_f_June] [--json out.json]
-Prints a Markdown table (r, amplitude = std predicted / std truth, mae; means over the clips of each group).
+Run: PYTHONPATH=. python bench/s2l_probe.py --data DATA --corpus CORPUS/clips --runs RUN [RUN ...]
+     [--speech-dir DIR --speakers fr_CA_f_June] [--degraded] [--json out.json]
+Prints a Markdown table of r / amplitude (std predicted / std truth) / mae, the means over each set's clips.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -31,25 +35,23 @@ from daetalker_jax.data.clip_arrays import ClipArrays
 from daetalker_jax.data.features import log_mel
 from daetalker_jax.data.pipeline import clip_audio, data_source
 from daetalker_jax.evaluation.suite import speech_groups
-from daetalker_jax.metrics.lipsync import sync_scores
 from daetalker_jax.media import SAMPLE_RATE
+from daetalker_jax.metrics.lipsync import sync_scores
 from daetalker_jax.synth import recordings
 from daetalker_jax.synth.articulation import mouth_track
-from daetalker_jax.synth.corpus import GROUPS
 from daetalker_jax.synth.probe import opening_track
 from daetalker_jax.trainers.base import load_trained
 
 RIDGE = 1.0   # on z-normalised latents
 
 
-def clip_ids(data: Path, split: str) -> list[tuple[str, int, dict]]:
-    source = data_source(str(data), "clips", split)
-    out = []
-    for i in range(len(source)):
-        ex = source[i]
-        name = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
-        out.append((name, int(ex["clip"]), ex))
-    return out
+@dataclass
+class Item:
+    set: str                      # speech group, speaker, or either + "+degraded"
+    audio: np.ndarray             # 16 kHz float
+    truth: np.ndarray             # mouth opening per frame
+    pose: np.ndarray | None       # degrees per frame, or None: predicted
+    clip: int | None = None       # the dataset's clip index (its encoder latents), for test clips
 
 
 class LatentProbe:
@@ -62,47 +64,28 @@ class LatentProbe:
         self.w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (opening - self.offset))
 
     def __call__(self, latents: np.ndarray) -> np.ndarray:
-        return (latents - self.mean) / self.std @ self.w + self.offset
+        return (np.asarray(latents, np.float64) - self.mean) / self.std @ self.w + self.offset
+
+
+def _clips(data: Path, split: str):
+    source = data_source(str(data), "clips", split)
+    for i in range(len(source)):
+        ex = source[i]
+        name = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
+        yield name, ex
 
 
 def fit_probe(data: Path, corpus: Path) -> LatentProbe:
-    arrays = ClipArrays(data, "latents")
-    zs, ys = [], []
-    for name, clip, _ in clip_ids(data, "train"):
-        truth = opening_track(corpus, name)
-        z = np.asarray(arrays[clip], np.float64)
+    arrays, zs, ys = ClipArrays(data, "latents"), [], []
+    for name, ex in _clips(data, "train"):
+        truth, z = opening_track(corpus, name), np.asarray(arrays[int(ex["clip"])], np.float64)
         n = min(len(z), len(truth))
         zs.append(z[:n])
         ys.append(truth[:n])
     return LatentProbe(np.concatenate(zs), np.concatenate(ys))
 
 
-def predictor(run: Path):
-    """audio, pose -> latents of a speech2latent run, padded to a fixed length so it compiles once."""
-    _, model = load_trained(run)
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def predict(state, feats, mask, pose):
-        return nnx.merge(graphdef, state).predict(feats, mask, pose)[0]
-
-    @jax.jit
-    def predict_free(state, feats, mask):
-        return nnx.merge(graphdef, state).predict(feats, mask, None)[0]
-
-    def run_clip(audio: np.ndarray, pose: np.ndarray | None, frames: int, length: int) -> np.ndarray:
-        feats = np.pad(log_mel(audio, frames), ((0, 4 * (length - frames)), (0, 0)))[None]
-        mask = (np.arange(length) < frames)[None]
-        if pose is None:
-            return np.asarray(predict_free(state, feats, mask))[0, :frames]
-        pose = np.pad(pose[:frames], ((0, length - frames), (0, 0)))[None].astype(np.float32)
-        return np.asarray(predict(state, feats, mask, pose))[0, :frames]
-    return run_clip
-
-
 def _mp3(audio: np.ndarray, kbps: int) -> np.ndarray:
-    import io
-
     import av
 
     buf = io.BytesIO()
@@ -121,10 +104,9 @@ def _mp3(audio: np.ndarray, kbps: int) -> np.ndarray:
 
 
 def degrade(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """How people record, done to the waveform (independent of the mel-domain training augmentation): a level
-    of -30..0 dB, and each with its probability a room (exponentially decaying noise as the impulse response,
-    RT60 0.2-0.8 s), pink or white noise at 5-25 dB SNR, a telephone line (300-3400 Hz, 8 kHz resampling) and
-    an mp3 round trip at 24-64 kbit/s."""
+    """How people record, done to the waveform: each with its probability a room (exponentially decaying noise as
+    the impulse response, RT60 0.2-0.8 s), white or pink noise at 5-25 dB SNR, a telephone line (300-3400 Hz,
+    8 kHz resampling); then a level of -30..0 dB and, with its probability, an mp3 round trip at 24-64 kbit/s."""
     from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
     x = audio.astype(np.float64)
@@ -151,26 +133,61 @@ def degrade(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def speaker_utterances(speech_dir: Path, speakers: list[str]) -> dict[str, np.ndarray]:
-    """{speaker/index: 16 kHz audio} of every joined utterance of the speakers (as `synth` joins them)."""
-    folders = recordings.list_speakers(speech_dir)
-    out = {}
-    for speaker in speakers:
-        files = folders[speaker]
-        for i, group in enumerate(recordings.utterances(files, [recordings.duration(f) for f in files])):
-            out[f"{speaker}/{i:04d}"] = recordings.load_utterance(tuple(map(str, group)))
+def items(args) -> list[Item]:
+    """The test split's clips by speech group, the speech folder's utterances by speaker, and their degraded
+    copies (seeded by position)."""
+    group_of = speech_groups(args.corpus)
+    out = [Item(group_of(name) or "no_group", clip_audio(ex), opening_track(args.corpus, name)[:int(ex["n_frames"])],
+                np.asarray(ex["pose"], np.float32), int(ex["clip"])) for name, ex in _clips(args.data, args.split)]
+    speakers = [s for s in args.speakers.split(",") if s]
+    if speakers:
+        folders = recordings.list_speakers(args.speech_dir)
+        for speaker in speakers:
+            files = folders[speaker]
+            for group in recordings.utterances(files, [recordings.duration(f) for f in files]):
+                audio = recordings.load_utterance(tuple(map(str, group)))[:int(args.max_seconds * SAMPLE_RATE)]
+                out.append(Item(speaker, audio, mouth_track(audio)["opening"].astype(np.float64), None))
+    if args.degraded:   # the mouth is the clean speech's; only what the model hears changes
+        out += [Item(f"{it.set}+degraded", degrade(it.audio, np.random.default_rng([7, i])), it.truth, it.pose)
+                for i, it in enumerate(list(out))]
     return out
 
 
-def score(tracks: dict[str, tuple[np.ndarray, np.ndarray]], group_of) -> dict[str, dict[str, float]]:
-    per_clip = {name: sync_scores(pred, truth) for name, (pred, truth) in tracks.items()}
-    out = {}
-    for group in ("all",) + GROUPS:
-        names = [n for n in per_clip if group == "all" or group_of(n) == group]
-        if names:
-            out[group] = {k: float(np.nanmean([per_clip[n][k] for n in names])) for k in ("r", "amplitude", "mae")}
-            out[group]["clips"] = len(names)
-    return out
+def predictor(run: Path, length: int):
+    """(audio, pose or None, frames) -> latents of a speech2latent run; inputs padded to `length` frames so it
+    compiles once per pose mode."""
+    _, model = load_trained(run)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def given(state, feats, mask, pose):
+        return nnx.merge(graphdef, state).predict(feats, mask, pose)[0]
+
+    @jax.jit
+    def free(state, feats, mask):
+        return nnx.merge(graphdef, state).predict(feats, mask, None)[0]
+
+    def predict(audio: np.ndarray, pose: np.ndarray | None, frames: int) -> np.ndarray:
+        feats = np.pad(log_mel(audio, frames), ((0, 4 * (length - frames)), (0, 0)))[None]
+        mask = (np.arange(length) < frames)[None]
+        if pose is None:
+            return np.asarray(free(state, feats, mask))[0, :frames]
+        pose = np.pad(pose[:frames], ((0, length - frames), (0, 0)))[None].astype(np.float32)
+        return np.asarray(given(state, feats, mask, pose))[0, :frames]
+    return predict
+
+
+def score(tracks: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """{set: mean r, amplitude, mae and clip count}; "all" is every clean test clip."""
+    per_set: dict[str, list[dict]] = {}
+    for name, predicted, truth in tracks:
+        for key in {name, "all"} if "+" not in name and name in GROUP_SETS else {name}:
+            per_set.setdefault(key, []).append(sync_scores(predicted, truth))
+    return {k: {**{m: float(np.nanmean([s[m] for s in v])) for m in ("r", "amplitude", "mae")}, "clips": len(v)}
+            for k, v in per_set.items()}
+
+
+GROUP_SETS = ("tts_seen", "tts_held_out", "real_seen", "real_held_out", "user", "no_group")
 
 
 def main() -> None:
@@ -182,60 +199,27 @@ def main() -> None:
     p.add_argument("--speech-dir", type=Path, default=None, help="a speech folder (synth.recordings)")
     p.add_argument("--speakers", default="", help="comma-separated speakers of --speech-dir to score")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longer utterances are cut (one compile)")
-    p.add_argument("--degraded", action="store_true",
-                   help="also score each speaker's utterances degraded as people record (see `degrade`), seeded")
+    p.add_argument("--degraded", action="store_true", help="also score everything degraded as people record")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     args = p.parse_args()
-    speakers = [s for s in args.speakers.split(",") if s]
-    extra = speaker_utterances(args.speech_dir, speakers) if args.speech_dir and speakers else {}
-    extra = {k: a[:int(args.max_seconds * SAMPLE_RATE)] for k, a in extra.items()}
-    extra_truth = {k: mouth_track(a)["opening"].astype(np.float64) for k, a in extra.items()}
-    if args.degraded:   # the mouth is the clean speech's; only what the model hears changes
-        for i, (k, a) in enumerate(list(extra.items())):
-            speaker, rest = k.split("/")
-            extra[f"{speaker}+degraded/{rest}"] = degrade(a, np.random.default_rng([7, i]))
-            extra_truth[f"{speaker}+degraded/{rest}"] = extra_truth[k]
-        speakers += [f"{s}+degraded" for s in speakers]
-    probe = fit_probe(args.data, args.corpus)
-    clips = clip_ids(args.data, args.split)
-    group_of = speech_groups(args.corpus)
-    truths = {name: opening_track(args.corpus, name) for name, _, _ in clips}
+    probe, scored = fit_probe(args.data, args.corpus), items(args)
     encoder = ClipArrays(args.data, "latents")
-    results = {"encoder": score({n: (probe(np.asarray(encoder[c], np.float64)), truths[n]) for n, c, _ in clips},
-                                group_of)}
-    length = max(int(ex["n_frames"]) for _, _, ex in clips)
-    extra_length = max([len(t) for t in extra_truth.values()], default=0)
-
-    def speaker_of(name: str) -> str | None:
-        return name.split("/")[0] if "/" in name else None
-
+    results = {"encoder": score([(it.set, probe(encoder[it.clip][:len(it.truth)]), it.truth)
+                                 for it in scored if it.clip is not None])}
+    length = max(len(it.truth) for it in scored)
     for run in args.runs:
-        predict = predictor(run)
-        tracks = {}
-        for name, _, ex in clips:
-            n = int(ex["n_frames"])
-            z = predict(clip_audio(ex), np.asarray(ex["pose"], np.float32), n, length)
-            tracks[name] = (probe(z.astype(np.float64)), truths[name][:n])
-        results[str(run)] = score(tracks, group_of)
-        if extra:
-            spoken = {k: (probe(predict(a, None, len(extra_truth[k]), extra_length).astype(np.float64)), extra_truth[k])
-                      for k, a in extra.items()}
-            for speaker in speakers:
-                results[str(run)][speaker] = score({k: v for k, v in spoken.items() if speaker_of(k) == speaker},
-                                                   lambda _: None)["all"]
-    groups = [g for g in ("all",) + GROUPS if g in results["encoder"]]
-    if extra:
-        for res in list(results.values())[1:]:
-            groups += [s for s in speakers if s in res and s not in groups]
-        for speaker in speakers:
-            results["encoder"][speaker] = {"r": float("nan"), "amplitude": float("nan"), "mae": float("nan"),
-                                           "clips": sum(speaker_of(k) == speaker for k in extra)}
-    print("| latents | " + " | ".join(f"{g} r / amp / mae" for g in groups) + " |")
-    print("|---" * (len(groups) + 1) + "|")
+        predict = predictor(run, length)
+        results[str(run)] = score([(it.set, probe(predict(it.audio, it.pose, len(it.truth))), it.truth)
+                                   for it in scored])
+    sets = sorted({s for res in results.values() for s in res}, key=lambda s: (s != "all", "+" in s, s))
+    print("| latents | " + " | ".join(f"{s} r / amp / mae" for s in sets) + " |")
+    print("|---" * (len(sets) + 1) + "|")
     for name, res in results.items():
-        cells = [f"{res[g]['r']:.3f} / {res[g]['amplitude']:.2f} / {res[g]['mae']:.3f}" for g in groups]
+        cells = [f"{res[s]['r']:.3f} / {res[s]['amplitude']:.2f} / {res[s]['mae']:.3f}" if s in res else "-"
+                 for s in sets]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("clips per group: " + ", ".join(f"{g} {results['encoder'][g]['clips']}" for g in groups))
+    counts = results[str(args.runs[0])]
+    print("clips per set: " + ", ".join(f"{s} {counts[s]['clips']}" for s in sets if s in counts))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -44,8 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.feature_norm = "utterance"       # remove each sequence's mean log-mel first (gain, microphone); or global
     # Speech augmentation of log-mel training windows (data/augment.py): random gain of +-gain_db, and the
     # probability per window of noise, reverberation, a telephone band, VTLP and speed perturbation (mel only).
-    c.augment = ml_collections.ConfigDict(dict(gain_db=10.0, noise=0.3, reverb=0.3, telephone=0.2, vtlp=0.5,
-                                               speed=0.5))
+    # These probabilities kept the robustness of twice theirs on degraded speech and lost less on clean speech.
+    c.augment = ml_collections.ConfigDict(dict(gain_db=10.0, noise=0.15, reverb=0.15, telephone=0.1, vtlp=0.25,
+                                               speed=0.25))
     c.pose_weight = 1.0
     c.window_frames = 100              # 4 s training windows at 25 fps
     c.batch_size = 32                  # global, over all devices of all processes

@@ -14,7 +14,7 @@ OUT=${OUT:-runs/default}
 BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null)
 if [ "$BACKEND" = "cpu" ]; then
   MINUTES=${MINUTES:-4}; SYNTH_SIZE=128; SIZE=${SIZE:-32}; MARGIN=1.2
-  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-4000}; S2L_STEPS=${S2L_STEPS:-1500}
+  DAE_CONFIG=configs/dae.py:cpu; S2L_CONFIG=configs/s2l.py:cpu; DAE_STEPS=${DAE_STEPS:-6000}; S2L_STEPS=${S2L_STEPS:-1500}
   GEN_STEPS=10; VIDEO_SIZE=(--video-size 128)   # a 32 px H.264 video loses the lips to 4:2:0 colour subsampling
 else
   MINUTES=${MINUTES:-30}; SYNTH_SIZE=128; SIZE=${SIZE:-128}; MARGIN=2.2
