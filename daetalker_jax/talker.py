@@ -228,12 +228,20 @@ class Talker:
 
     def stream(self, chunks: Iterable[np.ndarray], *, pose: np.ndarray | None = None, seed: int = 0,
                ref_frame: str | Path | None = None, win: Windows = STREAMING) -> Iterator[np.ndarray]:
-        """Consumes 16 kHz audio chunks of any size and yields frames as soon as they are decoded.
+        """Consumes 16 kHz audio chunks of any size and yields frames as soon as they are decoded (the latents of
+        `stream_latents`, decoded from the one shared x_T)."""
+        x_T = self.noise(seed, ref_frame)
+        for z, _ in self.stream_latents(chunks, pose=pose, win=win):
+            yield from self.frames(z, x_T)
+
+    def stream_latents(self, chunks: Iterable[np.ndarray], *, pose: np.ndarray | None = None,
+                       win: Windows = STREAMING) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Consumes 16 kHz audio chunks of any size and yields (latents, pose in degrees) of the next frames as
+        soon as their audio is in.
 
         Frames [a, a + chunk) are made once the audio reaches frame a + chunk + right (the look-ahead,
         0.52 s by default); speech2latent sees `left` frames of past audio, so latents and pose carry
         across window borders without a seam. Only that much past audio is kept."""
-        x_T = self.noise(seed, ref_frame)
         buf, offset, emitted, seen = np.zeros(0, np.float32), 0, 0, 0
         for chunk in itertools.chain(chunks, [None]):
             if chunk is not None:
@@ -249,8 +257,7 @@ class Talker:
             while emitted < ready and (ready - emitted >= win.chunk or chunk is None):
                 b = min(emitted + win.chunk, ready)
                 track = None if pose is None else fit_length(pose, b + win.right)
-                z, _ = self._window(buf, offset, emitted, b, n, win, track)
-                yield from self.frames(z, x_T)
+                yield self._window(buf, offset, emitted, b, n, win, track)
                 emitted = b
                 drop = max(0, emitted - win.left - offset)            # keep `left` frames of past audio
                 buf, offset = buf[drop * SAMPLES_PER_FRAME:], offset + drop

@@ -116,3 +116,19 @@ def test_bad_input_reaches_the_client_as_the_cli_message(client, speech_wav, tmp
         _generate(client, wav, "pose file")
     with pytest.raises(AppError, match="no speech"):
         client.predict(None, "predicted", 0, 0, 0, None, 2, 0, api_name="/generate")
+
+
+def test_the_pages_pose_controls_become_the_clis_pose(tmp_path):
+    """What each pose mode of the page hands to generation, as numbers: the sliders' angles for every frame, the
+    uploaded CSV's rows, nothing (predicted) whatever the sliders say; a tiny exponent-free rendering of small
+    angles."""
+    from daetalker_jax.app import pose_spec
+    from daetalker_jax.generation.pose import parse_pose
+
+    np.testing.assert_allclose(parse_pose(pose_spec("constant angles", 20, 10.5, -5, None)), [[20, 10.5, -5]])
+    np.testing.assert_allclose(parse_pose(pose_spec("constant angles", 1e-7, -0.25, 0, None)), [[0, -0.25, 0]])
+    track = tmp_path / "pose.csv"
+    rows = [(k / 2, 1.5, -k / 4) for k in range(30)]
+    track.write_text("yaw,pitch,roll\n" + "".join(f"{y},{p},{r}\n" for y, p, r in rows))
+    np.testing.assert_allclose(parse_pose(pose_spec("pose file", 9, 9, 9, str(track))), rows)
+    assert parse_pose(pose_spec("predicted", 20, 10, -5, str(track))) is None

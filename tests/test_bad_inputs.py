@@ -126,7 +126,7 @@ CASES: dict[str, Case] = {
     "generate: empty audio file": Case("generate", lambda i: _gen(i, **{"--audio": i.file("e.wav", b"")}),
                                        "empty", VIDEO),
     "generate: text, not audio": Case("generate", lambda i: _gen(i, **{"--audio": i.file("t.wav", "hi\n" * 99)}),
-                                      "audio", VIDEO),
+                                      "t.wav as audio", VIDEO),
     "generate: silence": Case("generate", lambda i: _gen(i, **{"--audio": i.wav("s.wav", np.zeros(16000))}),
                               "silent", VIDEO),
     "generate: shorter than a frame": Case(

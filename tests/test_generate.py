@@ -102,6 +102,26 @@ def test_streaming_emits_early_and_matches_offline(talker, speech):
     assert diff < 2.0, diff   # mean absolute difference in 0..255 levels
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_streamed_latents_and_pose_match_offline(talker, speech, given):
+    """What streaming feeds the decoder: its latents (and pose, predicted or given) against the offline pass over
+    the whole clip. They differ only by the context each window sees (4 s of past, 0.52 s ahead)."""
+    n = math.ceil(len(speech) / 640)
+    pose = np.stack([np.linspace(-10, 10, n), np.zeros(n), np.full(n, 3.0)], 1) if given else None
+    chunks = (speech[i:i + 640] for i in range(0, len(speech), 640))
+    parts = list(talker.stream_latents(chunks, pose=pose))
+    z = np.concatenate([p[0] for p in parts])
+    used = np.concatenate([p[1] for p in parts])
+    z_off, used_off = talker.latents(speech, pose)
+    assert z.shape == z_off.shape and len(parts) > 1
+    err = np.abs(z - z_off).max() / np.abs(z_off).max()
+    assert err < 0.05, err
+    if given:
+        np.testing.assert_array_equal(used, pose)
+    else:
+        assert np.abs(used - used_off).max() < 0.05 * max(1.0, np.abs(used_off).max())
+
+
 def test_reference_frame_sets_x_T(talker, tmp_path):
     from PIL import Image
 
@@ -131,13 +151,19 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     from PIL import Image
 
     from daetalker_jax.generation.sheet import contact_sheet
+    from daetalker_jax.synth.probe import clip_frames
 
     corpus_dir, manifest = tiny_corpus
     clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
     summary = talker.generate(clip, tmp_path / "talking.mp4", progress=False)
     assert summary["frames"] == len(read_mp4(clip).frames)   # same speech, same number of frames
     sheet = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "sheet.png")
-    assert sheet["frames"] == summary["frames"] and isinstance(sheet["opening_r"], float)
+    assert sheet["frames"] == summary["frames"] and -1 <= sheet["opening_r"] <= 1 and sheet["opening_amplitude"] >= 0
     assert sheet["probe_r_real"] > 0.5, sheet    # the probe reads real crops of a held-out clip
+    # the real crops given as the "generated" video: the sheet must score them as it scores the real row
+    real = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "real.png",
+                         generated=clip_frames(tiny_dataset32, "test")[clip.stem])
+    assert real["opening_r"] == pytest.approx(real["probe_r_real"], abs=1e-9)
+    assert real["opening_amplitude"] == pytest.approx(real["probe_amplitude_real"], abs=1e-9) > 0.5
     width, height = Image.open(tmp_path / "sheet.png").size
     assert width > 800 and height > 400

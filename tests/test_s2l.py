@@ -199,4 +199,5 @@ def test_precomputed_speech_features_train_speech2latent(extracted, tmp_path):
     assert c.feature_layers == 3 and c.feature_dim == 32 and c.speech_model == str(folder.absolute())
     assert np.isfinite(final["loss"])
     logits = np.asarray(trainer.ema_model().layer_logits[...])
-    assert logits.shape == (3,) and np.abs(logits).max() > 0
+    # softmax ignores a common shift, so only differences between the layers' logits are learning
+    assert logits.shape == (3,) and np.ptp(logits) > 1e-3, logits
