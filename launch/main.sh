@@ -26,19 +26,24 @@ T0=$SECONDS
 source launch/stages.sh
 train_stages "$@"
 C=${CORPUS:-$OUT/corpus}
-# Held-out speech: the first test clip spoken by the held-out voice (else the first test clip).
-CLIP=$($PY - "$C/manifest.json" <<'EOF'
+# Held-out speech: the first test clip spoken by the held-out TTS voice (else the first test clip), then the first
+# one of the held-out recorded speaker, if the corpus has one.
+CLIPS=$($PY - "$C/manifest.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 test = [c for c in m["clips"] if c["split"] == "test"]
 held = [c for c in test if c["voice"] in m["held_out_voices"]]
-print((held or test)[0]["file"])
+recorded = [c for c in test if c.get("group") == "real_held_out"]
+print(" ".join(c["file"] for c in [(held or test)[0]] + recorded[:1]))
 EOF
 )
-CLIP_PATH="$C/$CLIP"
-$PY -m daetalker_jax.generate --audio "$CLIP_PATH" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/talking.mp4" \
-    --steps "$GEN_STEPS" "${VIDEO_SIZE[@]}"
-$PY -m daetalker_jax.generation.sheet --video "$OUT/talking.mp4" --clip "$CLIP_PATH" --data "$OUT/data" \
-    --out "$OUT/talking.png"
-echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out speech from $CLIP_PATH),"
-echo "contact sheet $OUT/talking.png, corpus preview $C/preview.png, runs $OUT/dae and $OUT/s2l"
+for CLIP in $CLIPS; do
+  NAME=talking; [ "$CLIP" = "${CLIPS%% *}" ] || NAME=talking_recorded
+  $PY -m daetalker_jax.generate --audio "$C/$CLIP" --dae "$OUT/dae" --s2l "$OUT/s2l" --out "$OUT/$NAME.mp4" \
+      --steps "$GEN_STEPS" "${VIDEO_SIZE[@]}"
+  $PY -m daetalker_jax.generation.sheet --video "$OUT/$NAME.mp4" --clip "$C/$CLIP" --data "$OUT/data" \
+      --out "$OUT/$NAME.png"
+done
+echo "done in $(( (SECONDS - T0) / 60 )) min: video $OUT/talking.mp4 (held-out TTS voice: $C/${CLIPS%% *}),"
+[ "$CLIPS" = "${CLIPS%% *}" ] || echo "video $OUT/talking_recorded.mp4 (held-out recorded speaker: $C/${CLIPS##* }),"
+echo "contact sheets $OUT/talking*.png, corpus preview $C/preview.png, runs $OUT/dae and $OUT/s2l"
