@@ -81,11 +81,12 @@ class S2LTask:
         pose = np.concatenate([source[i]["pose"] for i in range(len(source))]).astype(np.float64)
         stats = {"latent_mean": latents["mean"], "latent_std": latents["std"],
                  "pose_mean": pose.mean(0), "pose_std": np.maximum(pose.std(0), 1e-3)}
-        if c.features == "speech":
+        centred = c.get("feature_norm", "global") == "utterance"   # each sequence less its own mean: mean ~0
+        if c.features == "speech":   # the extraction's global statistics; centred, the std is an upper bound
             speech = ClipArrays(c.data_dir, "speech").meta
-            stats.update(feature_mean=speech["mean"], feature_std=speech["std"])
-        else:   # with utterance normalisation, the statistics of each clip's mel less its own mean
-            centred = c.get("feature_norm", "global") == "utterance"
+            mean = np.zeros_like(np.asarray(speech["mean"])) if centred else speech["mean"]
+            stats.update(feature_mean=mean, feature_std=speech["std"])
+        else:
             mel = np.concatenate([m - m.mean(0) if centred else m for m in
                                   (np.asarray(source[i]["mel"], np.float64) for i in range(len(source)))])
             stats.update(feature_mean=mel.mean(0), feature_std=np.maximum(mel.std(0), 1e-3))
