@@ -14,7 +14,7 @@ import pytest
 from conftest import write_audio
 from daetalker_jax.errors import UserError
 from daetalker_jax.media import read_mp4
-from daetalker_jax.talker import OFFLINE, Talker, Windows
+from daetalker_jax.talker import OFFLINE, STREAMING, Talker, Windows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,8 +105,12 @@ def test_streaming_emits_early_and_matches_offline(talker, speech):
 @pytest.mark.parametrize("given", [False, True])
 def test_streamed_latents_and_pose_match_offline(talker, speech, given):
     """What streaming feeds the decoder: its latents (and pose, predicted or given) against the offline pass over
-    the whole clip. They differ only by the context each window sees (4 s of past, 0.52 s ahead)."""
+    the whole clip. The clip (2.8 s) is shorter than the streaming window's 4 s of past, so the last window hears
+    all of it, as the offline pass does: its frames must agree to float32 rounding. Earlier windows hear only the
+    clip's start (and remove that part's own mean log-mel, speech2latent's per-utterance normalisation), so there
+    the latents may differ by a few per cent of their range."""
     n = math.ceil(len(speech) / 640)
+    assert n < STREAMING.left
     pose = np.stack([np.linspace(-10, 10, n), np.zeros(n), np.full(n, 3.0)], 1) if given else None
     chunks = (speech[i:i + 640] for i in range(0, len(speech), 640))
     parts = list(talker.stream_latents(chunks, pose=pose))
@@ -114,12 +118,13 @@ def test_streamed_latents_and_pose_match_offline(talker, speech, given):
     used = np.concatenate([p[1] for p in parts])
     z_off, used_off = talker.latents(speech, pose)
     assert z.shape == z_off.shape and len(parts) > 1
+    last = len(parts[-1][0])
+    np.testing.assert_allclose(z[-last:], z_off[-last:], rtol=1e-4, atol=1e-4 * np.abs(z_off).max())
+    np.testing.assert_allclose(used[-last:], used_off[-last:], rtol=1e-4, atol=1e-4)
     err = np.abs(z - z_off).max() / np.abs(z_off).max()
     assert err < 0.05, err
     if given:
-        np.testing.assert_array_equal(used, pose)
-    else:
-        assert np.abs(used - used_off).max() < 0.05 * max(1.0, np.abs(used_off).max())
+        np.testing.assert_array_equal(used, pose.astype(np.float32))
 
 
 def test_reference_frame_sets_x_T(talker, tmp_path):
@@ -158,12 +163,15 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     summary = talker.generate(clip, tmp_path / "talking.mp4", progress=False)
     assert summary["frames"] == len(read_mp4(clip).frames)   # same speech, same number of frames
     sheet = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "sheet.png")
-    assert sheet["frames"] == summary["frames"] and -1 <= sheet["opening_r"] <= 1 and sheet["opening_amplitude"] >= 0
+    assert sheet["frames"] == summary["frames"] and sheet["opening_amplitude"] >= 0
+    # a 20-step model may leave the mouth still: a constant track has no correlation (NaN) and amplitude 0
+    assert -1 <= sheet["opening_r"] <= 1 or (math.isnan(sheet["opening_r"]) and sheet["opening_amplitude"] == 0)
     assert sheet["probe_r_real"] > 0.5, sheet    # the probe reads real crops of a held-out clip
     # the real crops given as the "generated" video: the sheet must score them as it scores the real row
     real = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "real.png",
                          generated=clip_frames(tiny_dataset32, "test")[clip.stem])
     assert real["opening_r"] == pytest.approx(real["probe_r_real"], abs=1e-9)
-    assert real["opening_amplitude"] == pytest.approx(real["probe_amplitude_real"], abs=1e-9) > 0.5
+    assert real["opening_amplitude"] == pytest.approx(real["probe_amplitude_real"], abs=1e-9)
+    assert real["probe_amplitude_real"] > 0.5
     width, height = Image.open(tmp_path / "sheet.png").size
     assert width > 800 and height > 400

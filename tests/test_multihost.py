@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import dae, s2l
 from conftest import logged_losses
 from daetalker_jax.data.clip_arrays import ClipArrays
 from daetalker_jax.data.extract import splits_of
@@ -68,13 +69,14 @@ def test_two_processes_train_like_one(runs, task):
     process' own shard (each saves its own iterator state); had both read the same rows, the batch and so
     the loss would differ from 1 x 8. Tolerances: the all-reduce sums gradients in another order
     (float32 noise ~1e-7), and Adam divides each gradient element by its own magnitude, so in elements
-    whose gradient is ~0 that noise can move a weight by up to ~lr (1e-4 here) per step; the median weight
-    agrees to 1e-6."""
+    whose gradient is ~0 that noise can move a weight by up to ~lr per step (tiny configs: 1e-4 DiffAE,
+    1e-3 speech2latent); the median weight agrees to 1e-6."""
     one, two = runs[task]
+    lr = {"dae": dae.get_config("tiny"), "s2l": s2l.get_config("tiny")}[task].learning_rate
     assert len(logged_losses(one)) == STEPS
     np.testing.assert_allclose(logged_losses(two), logged_losses(one), rtol=1e-4)
     diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(_ema_params(one), _ema_params(two), strict=True)])
-    assert diff.max() <= 1e-4 and np.median(diff) <= 1e-6, (diff.max(), np.median(diff))
+    assert diff.max() <= STEPS * lr and np.median(diff) <= 1e-6, (diff.max(), np.median(diff))
     data = two / "checkpoints" / str(STEPS) / "data"
     assert sorted(p.name for p in data.glob("process_*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
 
