@@ -1,9 +1,11 @@
 """`python -m daetalker_jax.convert_diffae --ckpt last.ckpt --out DIR`: official DiffAE weights -> ours.
 
-Reads a phizaz/diffae autoencoder checkpoint (PyTorch Lightning `.ckpt`: EMA or raw weights; torch is
-an optional extra needed only for that format) or an `.npz` of its state dict, maps every tensor onto
-our NNX parameters (NCHW/OIHW -> NHWC/HWIO, Linear and 1x1 Conv1d -> (in, out)), and saves them as an
-orbax checkpoint that the trainer starts from with `--config.init_from=DIR`.
+Reads a phizaz/diffae autoencoder checkpoint (the PyTorch Lightning `last.ckpt` its training writes: EMA
+or raw weights; read without torch) or an `.npz` of its state dict, maps every tensor onto our NNX
+parameters (NCHW/OIHW -> NHWC/HWIO, Linear and 1x1 Conv1d -> (in, out)), and saves them as an orbax
+checkpoint that the trainer starts from with `--config.init_from=DIR`. A tensor that has no place in our
+model is an error, not silently dropped; only the latent DPM of the official latent-diffusion checkpoints
+(`latent_net.*`, not part of DAE-Talker) is left out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from daetalker_jax.errors import HelpFormatter, UserError, run_cli
+from daetalker_jax.models.torch_zip import read_torch_zip
 from daetalker_jax.models.unet import DiffAE, DiffAEConfig
 
 PRESETS = {
@@ -23,7 +26,22 @@ PRESETS = {
 }
 
 
-def _tensor(src: dict[str, np.ndarray], name: str) -> np.ndarray:
+IGNORED = ("latent_net.",)
+
+
+class _Source(dict):
+    """The official state dict, remembering which tensors were read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.read.add(name)
+        return super().__getitem__(name)
+
+
+def _tensor(src: _Source, name: str) -> np.ndarray:
     if name not in src:
         raise UserError(f"the checkpoint has no tensor {name!r}: is it an official DiffAE autoencoder of this size?")
     w = np.asarray(src[name], np.float32)
@@ -83,6 +101,7 @@ def _half(src, prefix: str, ours: dict, stages_key: str) -> dict:
 def convert_state_dict(src: dict[str, np.ndarray], cfg: DiffAEConfig) -> dict:
     """Official autoencoder state dict (names without the 'model.'/'ema_model.' prefix) -> our Params."""
     abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: DiffAE(cfg, rngs=nnx.Rngs(0))), nnx.Param))
+    src = _Source(src)
     unet = _half(src, "", abstract["unet"], "stages_in")
     unet |= {"time1": _dense(src, "time_embed.time_embed.0"), "time2": _dense(src, "time_embed.time_embed.2"),
              "stages_out": {k: _stage(src, f"output_blocks.{k}", s) for k, s in abstract["unet"]["stages_out"].items()},
@@ -91,6 +110,11 @@ def convert_state_dict(src: dict[str, np.ndarray], cfg: DiffAEConfig) -> dict:
     encoder |= {"out_norm": _norm(src, "encoder.out.0"), "out": _dense(src, "encoder.out.3", as_linear=True)}
     params = {"unet": unet, "encoder": encoder}
     _check_shapes(params, abstract)
+    unused = sorted(k for k in src.keys() - src.read if not k.startswith(IGNORED))
+    if unused:
+        raise UserError(f"the checkpoint has tensors this model has no place for ({len(unused)}: "
+                        f"{', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); choose the --preset that "
+                        "matches the checkpoint")
     return params
 
 
@@ -104,20 +128,17 @@ def _check_shapes(ours: dict, abstract: dict, path: str = "") -> None:
 
 
 def load_official(path: Path, weights: str = "ema") -> dict[str, np.ndarray]:
-    """The state dict of a Lightning .ckpt (needs torch) or of an .npz with 'state/<name>' arrays."""
+    """The autoencoder's state dict from a Lightning .ckpt (`ema_model.*` or `model.*`) or from an .npz
+    with 'state/<name>' arrays."""
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     if path.suffix == ".npz":
         with np.load(path) as z:
             return {k.removeprefix("state/"): z[k] for k in z.files if k.startswith("state/")}
-    try:
-        import torch
-    except ImportError as e:
-        raise UserError("reading a PyTorch .ckpt needs torch: pip install torch (CPU build is enough)") from e
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt)
+    ckpt = read_torch_zip(path, foreign=True)   # Lightning pickles its callbacks' classes: stand-ins
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     prefix = {"ema": "ema_model.", "raw": "model."}[weights]
-    picked = {k[len(prefix):]: v.float().numpy() for k, v in state.items() if k.startswith(prefix)}
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, np.ndarray)}
     if not picked:
         raise UserError(f"{path} has no '{prefix}*' tensors; is it a DiffAE autoencoder checkpoint?")
     return picked
@@ -133,7 +154,8 @@ def save_params(params: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m daetalker_jax.convert_diffae", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="official last.ckpt (or a state-dict .npz)")
+    p.add_argument("--ckpt", type=Path, required=True, help="official last.ckpt (or a state-dict .npz); torch is "
+                   "not needed")
     p.add_argument("--out", type=Path, required=True, help="output orbax checkpoint folder")
     p.add_argument("--preset", choices=sorted(PRESETS), default="ffhq256",
                    help="the official autoencoder's layout the checkpoint was trained with (its image size)")

@@ -3,14 +3,17 @@ as a user's script would (a video as long as the speech, pose control, and the C
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +36,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    tmp: Path       # the app's TMPDIR: where it keeps the videos it made
+
+
 @pytest.fixture(scope="module")
-def server(dae_run, s2l_run, tmp_path_factory) -> Iterator[str]:
-    """The app in a subprocess (terminated at the end); its URL once it answers."""
+def server(dae_run, s2l_run, tmp_path_factory) -> Iterator[Server]:
+    """The app in a subprocess (terminated at the end, if a test has not stopped it); its URL once it answers."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "server.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
+    root = tmp_path_factory.mktemp("app")
+    log, tmp = root / "server.log", root / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "daetalker_jax.app", "--dae", str(dae_run), "--s2l",
                                  str(s2l_run), "--host", "127.0.0.1", "--port", str(port), "--steps", "2"],
@@ -56,7 +68,7 @@ def server(dae_run, s2l_run, tmp_path_factory) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"the app did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield url
+        yield Server(url, proc, tmp)
     finally:
         proc.terminate()
         try:
@@ -68,7 +80,7 @@ def server(dae_run, s2l_run, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def client(server):
-    return gradio_client.Client(server, verbose=False)
+    return gradio_client.Client(server.url, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +144,22 @@ def test_the_pages_pose_controls_become_the_clis_pose(tmp_path):
     track.write_text("yaw,pitch,roll\n" + "".join(f"{y},{p},{r}\n" for y, p, r in rows))
     np.testing.assert_allclose(parse_pose(pose_spec("pose file", 9, 9, 9, str(track))), rows)
     assert parse_pose(pose_spec("predicted", 20, 10, -5, str(track))) is None
+
+
+def test_the_page_starts_at_the_command_lines_steps(server):
+    """--steps sets the DDIM slider's starting value (2 here; the app's default is 20)."""
+    with urllib.request.urlopen(server.url + "config", timeout=10) as r:
+        config = json.load(r)
+    sliders = [c["props"] for c in config["components"] if str(c.get("props", {}).get("label")).startswith("DDIM")]
+    assert len(sliders) == 1 and sliders[0]["value"] == 2 and (sliders[0]["minimum"], sliders[0]["maximum"]) == (1, 100)
+
+
+def test_stopping_the_app_removes_its_videos(server, client, speech_wav):
+    """SIGTERM (what a service manager sends) stops the app as Ctrl-C does: it exits and deletes the folder of
+    videos it made. Runs last: it stops the module's server."""
+    _generate(client, speech_wav[0])
+    folders = list(server.tmp.glob("daetalker-app-*"))
+    assert len(folders) == 1 and any(folders[0].glob("*.mp4"))
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    assert not folders[0].exists()

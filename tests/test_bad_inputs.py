@@ -1,4 +1,5 @@
-"""The bad-input sweep: every CLI (synth, prepare, train, extract, generate, evaluate) against bad inputs.
+"""The bad-input sweep: every CLI (synth, prepare, train, extract, generate, evaluate, the contact sheet,
+convert_diffae, the app) against bad inputs.
 Each case must exit with status 2, end with one `error: ...` line naming the problem (the expected words
 below), show no traceback of ours, and leave no output behind. Add a case to CASES whenever a new way to fail is found.
 
@@ -34,6 +35,7 @@ class Inputs:
     data: Path                                   # a prepared 32 px dataset without latents
     speech: np.ndarray                           # 16 kHz float32 speech
     good_wav: Path
+    clip: Path                                   # a held-out clip of the corpus `data` was prepared from
     out: Path
 
     def file(self, name: str, content: bytes | str) -> Path:
@@ -63,6 +65,37 @@ def _eval(i: Inputs, **kw) -> list:
     return [x for kv in args.items() for x in kv if x is not None]
 
 
+def _sheet(i: Inputs, **kw) -> list:
+    args = {"--video": i.clip, "--clip": i.clip, "--data": i.data, "--out": i.out / "sheet.png", **kw}
+    return [x for kv in args.items() for x in kv]
+
+
+def _renamed_clip(i: Inputs) -> Path:
+    """The clip and its sidecar under a name the dataset does not hold."""
+    for suffix in (".mp4", ".json"):
+        shutil.copy(i.clip.with_suffix(suffix), (i.tmp / "elsewhere").with_suffix(suffix))
+    return i.tmp / "elsewhere.mp4"
+
+
+def _short_video(i: Inputs) -> Path:
+    from daetalker_jax.media import read_mp4, write_mp4
+
+    write_mp4(i.tmp / "short.mp4", read_mp4(i.clip).frames[:10], None)
+    return i.tmp / "short.mp4"
+
+
+def _convert(i: Inputs, ckpt, *extra: str) -> list:
+    return ["--ckpt", ckpt, "--out", i.out / "converted", *extra]
+
+
+def _zip(i: Inputs) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(i.tmp / "other.ckpt", "w") as z:
+        z.writestr("notes.txt", "not a checkpoint")
+    return i.tmp / "other.ckpt"
+
+
 def _train(i: Inputs, *extra: str, data: Path | None = None) -> list:
     return ["--config", "configs/dae.py:tiny", "--workdir", i.out / "run", f"--config.data_dir={data or i.data}",
             *extra]
@@ -73,6 +106,9 @@ REPORT = lambda i: i.out / "report" / "report.json"   # noqa: E731
 RUN = lambda i: i.out / "run" / "checkpoints"          # noqa: E731
 BAD_POSE_CSV = "yaw,pitch,roll\n1,2,3\n4,five,6\n"
 LATENTS = lambda i: i.data / "daetalker_data" / "derived" / "latents"   # noqa: E731
+SHEET = lambda i: i.out / "sheet.png"                  # noqa: E731
+CONVERTED = lambda i: i.out / "converted"              # noqa: E731
+DATA = ROOT / "tests" / "data"
 
 CASES: dict[str, Case] = {
     # synth
@@ -160,13 +196,41 @@ CASES: dict[str, Case] = {
         "--invert-steps must be a whole number of DDIM steps from 1 to 1000", REPORT),
     "evaluate: more steps than the diffusion has": Case("evaluate", lambda i: _eval(i, **{"--steps": "1001"}),
                                                         "from 1 to 1000", REPORT),
+    # the contact sheet
+    "sheet: missing video": Case("generation.sheet", lambda i: _sheet(i, **{"--video": i.tmp / "none.mp4"}),
+                                 "none.mp4 does not exist", SHEET),
+    "sheet: not a dataset": Case("generation.sheet", lambda i: _sheet(i, **{"--data": i.tmp}),
+                                 "not a prepared dataset", SHEET),
+    "sheet: a clip of another corpus": Case("generation.sheet", lambda i: _sheet(i, **{"--clip": _renamed_clip(i)}),
+                                            "clip elsewhere is not in the prepared dataset", SHEET),
+    "sheet: a video too short to show": Case("generation.sheet", lambda i: _sheet(i, **{"--video": _short_video(i)}),
+                                             "needs at least 30", SHEET),
+    # convert_diffae
+    "convert_diffae: text as a checkpoint": Case(
+        "convert_diffae", lambda i: _convert(i, i.file("last.ckpt", "hello\n" * 99)), "not a zip-format PyTorch",
+        CONVERTED),
+    "convert_diffae: a zip torch did not write": Case("convert_diffae", lambda i: _convert(i, _zip(i)),
+                                                      "no single data.pkl", CONVERTED),
+    "convert_diffae: a state dict of another model": Case(
+        "convert_diffae", lambda i: _convert(i, DATA / "hubert_tiny" / "pytorch_model.bin"),
+        "no 'ema_model.*' tensors", CONVERTED),
+    "convert_diffae: a checkpoint of another size": Case(
+        "convert_diffae", lambda i: _convert(i, DATA / "diffae_tiny.ckpt", "--preset", "ffhq128"),
+        "official DiffAE autoencoder of this size", CONVERTED),
+    # the app
+    "app: steps off the page's slider": Case("app", lambda i: ["--dae", i.dae, "--s2l", i.s2l, "--steps", "0"],
+                                             "--steps must be between 1 and 100", lambda i: i.out),
+    "app: missing DiffAE run": Case("app", lambda i: ["--dae", i.tmp / "none", "--s2l", i.s2l], "--dae",
+                                    lambda i: i.out),
 }
 
 
 @pytest.fixture
-def inputs(dae_run, s2l_run, tiny_dataset32, speech, tmp_path) -> Inputs:
+def inputs(dae_run, s2l_run, tiny_dataset32, tiny_corpus, speech, tmp_path) -> Inputs:
     good = write_audio(tmp_path / "good.wav", speech, 16000, "pcm_s16le")
-    return Inputs(tmp_path, dae_run, s2l_run, tiny_dataset32, speech, good, tmp_path / "out")
+    corpus_dir, manifest = tiny_corpus
+    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+    return Inputs(tmp_path, dae_run, s2l_run, tiny_dataset32, speech, good, clip, tmp_path / "out")
 
 
 def _run(case: Case, argv: list[str], capsys) -> tuple[int, str]:

@@ -3,6 +3,7 @@ control, the reference frame, streaming against offline, and bad input (clear er
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -44,15 +45,36 @@ def test_cli_writes_a_video_as_long_as_the_speech(dae_run, s2l_run, speech, tmp_
     assert "s per second of video" in result.stdout
 
 
-def test_streaming_into_a_new_folder_at_another_video_size(dae_run, s2l_run, speech, tmp_path):
-    """--stream creates the output folder as the offline path does; --video-size resizes the written frames."""
+def test_streaming_into_a_new_folder_at_another_video_size(dae_run, s2l_run, speech, tiny_corpus, tmp_path):
+    """--stream creates the output folder as the offline path does; --video-size resizes the written frames; the
+    pose comes from a reference video (`video:`) and x_T from a reference frame."""
+    from PIL import Image
+
+    corpus_dir, manifest = tiny_corpus
+    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+    Image.fromarray(read_mp4(clip).frames[0]).save(tmp_path / "ref.png")
     wav = write_audio(tmp_path / "speech.wav", speech, 16000, "pcm_s16le")
     out = tmp_path / "new" / "sub" / "o.mp4"
     result = _generate("--audio", str(wav), "--dae", str(dae_run), "--s2l", str(s2l_run), "--out", str(out),
-                       "--steps", "2", "--stream", "--video-size", "64")
+                       "--steps", "2", "--stream", "--video-size", "64", "--pose", f"video:{clip}",
+                       "--ref-frame", str(tmp_path / "ref.png"))
     assert result.returncode == 0, result.stderr[-2000:]
     video = read_mp4(out)
     assert video.frames.shape[1:] == (64, 64, 3) and len(video.frames) == math.ceil(len(speech) / 640)
+
+
+def test_pose_from_a_reference_video_follows_its_head(tiny_corpus):
+    """`--pose video:clip.mp4` measures the clip's head pose as `prepare` does: one row per frame, its yaw
+    following the rendered head's (r 0.95 on this 64 px clip; PnP on the rendered face is offset by a few
+    degrees, so only the correlation is checked)."""
+    from daetalker_jax.generation.pose import parse_pose
+
+    corpus_dir, manifest = tiny_corpus
+    entry = next(c for c in manifest["clips"] if c["split"] == "test")
+    truth = json.loads((corpus_dir / entry["file"]).with_suffix(".json").read_text())["frames"]
+    pose = parse_pose(f"video:{corpus_dir / entry['file']}")
+    assert pose.shape == (len(truth["yaw"]), 3) and np.isfinite(pose).all()
+    assert np.corrcoef(pose[:, 0], truth["yaw"])[0, 1] > 0.8
 
 
 def test_pose_control_and_shared_noise(talker, speech):
@@ -152,10 +174,10 @@ def test_mismatched_checkpoints_are_refused(tiny_dataset32, s2l_run, tmp_path):
         Talker(tmp_path / "dae16", s2l_run)
 
 
-def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, tiny_dataset32, tmp_path):
+def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, tiny_dataset32, tmp_path, capsys):
     from PIL import Image
 
-    from daetalker_jax.generation.sheet import contact_sheet
+    from daetalker_jax.generation.sheet import contact_sheet, main
     from daetalker_jax.synth.probe import clip_frames
 
     corpus_dir, manifest = tiny_corpus
@@ -175,3 +197,11 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     assert real["probe_amplitude_real"] > 0.5
     width, height = Image.open(tmp_path / "sheet.png").size
     assert width > 800 and height > 400
+    # the sheet CLI draws the same sheet and prints its numbers
+    capsys.readouterr()
+    assert main(["--video", str(tmp_path / "talking.mp4"), "--clip", str(clip), "--data", str(tiny_dataset32),
+                 "--out", str(tmp_path / "cli.png")]) == 0
+    printed = capsys.readouterr().out
+    assert f"r = {sheet['opening_r']:.2f}, amplitude {sheet['opening_amplitude']:.2f}" in printed
+    assert f"over {sheet['frames']} frames" in printed
+    assert Image.open(tmp_path / "cli.png").size == (width, height)

@@ -104,15 +104,16 @@ def test_ffmpeg_30fps_stereo_multi_clip_video_comes_out_at_25fps_16k_mono(tiny_c
 
 
 def _video(path: Path, seconds: float, audio_seconds: float | None, fps: float = 25, face: bool = True,
-           jitter: bool = False) -> Path:
-    """A small test video: a rendered face (or an empty room) with a tone, optionally at irregular times."""
+           jitter: bool = False, turn: float = 1 / 9) -> Path:
+    """A small test video: a rendered face turning its head (yaw 5 sin(turn k) degrees at frame k; or an empty
+    room) with a tone, optionally at irregular times."""
     from daetalker_jax.synth.identity import Identity, background
     from daetalker_jax.synth.render import FrameState, Renderer
 
     n = int(seconds * fps)
     if face:
         renderer = Renderer(Identity.from_seed(1), 96)
-        frames = [renderer.render(FrameState(yaw=5 * np.sin(k / 9), opening=0.3)) for k in range(n)]
+        frames = [renderer.render(FrameState(yaw=5 * np.sin(turn * k), opening=0.3)) for k in range(n)]
     else:
         frames = [background(Identity.from_seed(1), 96)] * n
     tone = 0.2 * np.sin(np.arange(int((audio_seconds or 0) * SAMPLE_RATE)) / 9).astype(np.float32)
@@ -121,9 +122,12 @@ def _video(path: Path, seconds: float, audio_seconds: float | None, fps: float =
         write_mp4(path, frames, audio, fps=int(fps))
         return path
     write_mp4(path.with_name("steady_" + path.name), frames, audio, fps=int(fps))
-    # Variable frame rate: ffmpeg re-times the frames to alternate 60 ms and 20 ms steps.
+    # Variable frame rate: ffmpeg re-times the frames to alternate 60 ms and 20 ms steps (in a millisecond time
+    # base: the input's 1/25 s one would round them back onto the grid, two frames sharing a time), re-encoding
+    # losslessly, so each frame decodes to the pixels of its steady original.
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path.with_name("steady_" + path.name)), "-vf",
-                    "setpts=(N*0.04+0.02*mod(N\\,2))/TB", "-fps_mode", "passthrough", "-c:a", "copy", str(path)],
+                    "setpts=(N*0.04+0.02*mod(N\\,2))/TB", "-fps_mode", "passthrough", "-enc_time_base", "1/1000",
+                    "-video_track_timescale", "1000", "-c:v", "libx264", "-qp", "0", "-c:a", "copy", str(path)],
                    check=True)
     path.with_name("steady_" + path.name).unlink()
     return path
@@ -158,6 +162,34 @@ def test_bad_inputs_land_in_the_summary_and_only_good_clips_are_kept(tmp_path):
     assert summary["clips"] == 1 and sorted(p.name for p in (out / "cache").iterdir()) == ["good.npz"]
     split = next(k for k, v in summary["splits"].items() if v)
     assert summary["frames"] == 75 and len(pipeline.data_source(str(out), "frames", split)) == 75
+
+
+def test_allow_vfr_puts_a_variable_rate_video_on_the_25_fps_grid(tmp_path):
+    """--allow-vfr keeps the variable-rate clip the sweep above skips, and its frames land where they were shown:
+    re-timed by +20 ms on every other frame, each 25 fps slot still takes its own source frame (the nearest in
+    time), so the clip's crops are those of the same frames at a steady 25 fps (the same pixels: the re-timing
+    re-encodes losslessly), and not those one frame off (the head turns quickly here)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _video(videos / "steady.mp4", 3, 3, turn=1.3)
+    _video(videos / "vfr.mp4", 3, 3, jitter=True, turn=1.3)
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-m", "daetalker_jax.prepare", "--videos", str(videos), "--out", str(out),
+                             "--size", "64", "--crop", "full", "--workers", "1", "--allow-vfr"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clips"] == 2 and not summary["skipped"], summary["skipped"]
+
+    def crops(stem: str) -> np.ndarray:
+        clip = clip_cache.load_clip(out / "cache", stem)
+        return np.stack([np.asarray(Image.open(io.BytesIO(j)), np.float32) for j in clip.jpegs()])
+
+    steady, vfr = crops("steady"), crops("vfr")
+    assert steady.shape == vfr.shape == (75, 64, 64, 3)
+    aligned = np.abs(vfr - steady).mean()
+    one_off = min(np.abs(vfr[1:] - steady[:-1]).mean(), np.abs(vfr[:-1] - steady[1:]).mean())
+    assert aligned < 0.05 * one_off, (aligned, one_off)
 
 
 def test_nothing_usable_is_a_clear_error(tmp_path):

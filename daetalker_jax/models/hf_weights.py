@@ -1,31 +1,20 @@
 """Torch-free readers for local Hugging Face checkpoint folders (config.json + weights).
 
 Weights come from `model.safetensors` or, failing that, the older `pytorch_model.bin` (PyTorch's zip
-format), each possibly sharded with an `.index.json`. The .bin reader unpickles only the handful of
-globals a state dict needs (tensor rebuild functions, storage types, OrderedDict) and refuses anything
-else, since unpickling arbitrary globals can run arbitrary code.
+format, read by `torch_zip`), each possibly sharded with an `.index.json`.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import struct
-import zipfile
-from collections import OrderedDict
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from daetalker_jax.errors import UserError
+from daetalker_jax.models.torch_zip import SAFETENSORS_DTYPES, read_torch_zip
 
-SAFETENSORS_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-                      "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
-                      "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
-TORCH_STORAGES = {"DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
-                  "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
-                  "ByteStorage": "U8", "BoolStorage": "BOOL"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 _LFS_POINTER = b"version https://git-lfs"
@@ -111,70 +100,11 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _rebuild_tensor_v2(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_) -> np.ndarray:
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * storage.itemsize for s in stride))
-    return np.array(view)
-
-
-def _rebuild_parameter(data: np.ndarray, *_) -> np.ndarray:
-    return data
-
-
-class _StorageType:
-    """Stands in for a torch.*Storage class in the pickle: only its element type matters."""
-
-    def __init__(self, name: str):
-        self.dtype = SAFETENSORS_DTYPES[TORCH_STORAGES[name]]
-
-
-class _StateDictUnpickler(pickle.Unpickler):
-    """Rebuilds a PyTorch zip-format state dict as numpy arrays; every other global is refused."""
-
-    _GLOBALS = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-                ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-                ("collections", "OrderedDict"): OrderedDict}
-
-    def __init__(self, file, archive: zipfile.ZipFile, root: str):
-        super().__init__(file)
-        self.archive, self.root, self.storages = archive, root, {}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._GLOBALS:
-            return self._GLOBALS[module, name]
-        if module == "torch" and name in TORCH_STORAGES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: a state dict needs only tensors")
-
-    def persistent_load(self, pid):
-        kind, storage_type, key, _location, numel = pid
-        if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        if key not in self.storages:
-            raw = self.archive.read(f"{self.root}data/{key}")
-            self.storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
-        return self.storages[key]
-
-
 def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     """A `torch.save`d state dict (zip format of PyTorch >= 1.6), without torch."""
     with open(path, "rb") as f:
         _check_not_lfs_pointer(path, f.read(len(_LFS_POINTER)))
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a zip-format PyTorch checkpoint (legacy pre-1.6 format?); re-save it with "
-                        "a recent torch or convert it to model.safetensors")
-    with zipfile.ZipFile(path) as archive:
-        pkl = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
-        if len(pkl) != 1:
-            raise UserError(f"{path} has no single data.pkl; is it a PyTorch state dict?")
-        root = pkl[0][:-len("data.pkl")]
-        if f"{root}byteorder" in archive.namelist() and archive.read(f"{root}byteorder") != b"little":
-            raise UserError(f"{path} was saved on a big-endian machine; re-save it on a little-endian one")
-        with archive.open(pkl[0]) as f:
-            try:
-                state = _StateDictUnpickler(f, archive, root).load()
-            except pickle.UnpicklingError as e:
-                raise UserError(f"{path}: {e}; convert the checkpoint to model.safetensors") from e
+    state = read_torch_zip(path)
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise UserError(f"{path} is not a plain state dict of tensors; convert it to model.safetensors")
     return dict(state)

@@ -111,7 +111,7 @@ def lightning_checkpoint(config_cls: type, ema: torch.nn.Module, model_checkpoin
     state = OrderedDict((f"model.{k}", v.half()) for k, v in raw.state_dict().items())
     state.update((f"ema_model.{k}", v.half()) for k, v in ema.state_dict().items())
     state["x_T"] = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))  # fp32, as registered
-    first = [v for k, v in raw.state_dict().items()][:2]
+    first = list(raw.parameters())[:2]  # a couple of small tensors stand for the whole Adam state
     adam = {"state": {i: {"step": 1200, "exp_avg": 1e-3 * torch.randn_like(p),
                           "exp_avg_sq": 1e-6 * torch.rand_like(p)} for i, p in enumerate(first)},
             "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
