@@ -1,5 +1,5 @@
-"""`python -m daetalker_jax.train` from the command line: a tiny run with overrides, a typo in an
-override, a run that diverges (clear NaN/Inf message, exit code 2), and `--compile_only`."""
+"""`python -m daetalker_jax.train` from the command line: `--compile_only`, then a tiny run with overrides that
+uses what it compiled, a typo in an override, a run that diverges (clear NaN/Inf message, exit code 2)."""
 
 from __future__ import annotations
 
@@ -21,19 +21,6 @@ def _train(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_tiny_run_with_overrides_writes_metrics_and_checkpoint(tiny_dataset32, tmp_path):
-    result = _train("--workdir", str(tmp_path), f"--config.data_dir={tiny_dataset32}", "--config.num_steps=3",
-                    "--config.checkpoint_every=3")
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
-    assert (tmp_path / "checkpoints" / "3").is_dir() and list((tmp_path / "tensorboard").iterdir())
-    assert "final: " in result.stdout
-    # where the start-up went, printed once (the tiny config logs every step)
-    assert len(re.findall(r"start-up: data [\d.]+ s, model [\d.]+ s, first batch [\d.]+ s, first step [\d.]+ s",
-                          result.stdout)) == 1, result.stdout[-2000:]
-
-
 def test_override_typo_and_divergence_are_clear_errors(tiny_dataset32, tmp_path):
     typo = _train("--workdir", str(tmp_path / "a"), "--config.batchsize=4")
     assert typo.returncode != 0 and "batchsize" in typo.stderr
@@ -52,7 +39,8 @@ def _with_cache(tmp_path: Path):
 
 def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tmp_path):
     """`--compile_only` compiles the DiffAE's train step from the config alone (no data, no workdir) into
-    $JAX_COMPILATION_CACHE_DIR; the training run that follows finds it there: no second train-step entry.
+    $JAX_COMPILATION_CACHE_DIR; the training run that follows (with overrides) finds it there: no second
+    train-step entry, and it writes its metrics, checkpoint and logs.
     A task whose batch shapes come from its data is refused with exit status 2."""
     run, steps = _with_cache(tmp_path)
     base = [sys.executable, "-m", "daetalker_jax.train"]
@@ -61,10 +49,19 @@ def test_compile_only_fills_the_cache_that_training_then_uses(tiny_dataset32, tm
     assert re.search(r"compiled the train step in [\d.]+ s; per device: arguments [\d.]+ GiB", compiled.stdout)
     assert len(steps()) == 1
     before = steps()
-    trained = run([*base, "--config", "configs/dae.py:tiny", "--workdir", str(tmp_path / "run"),
-                   f"--config.data_dir={tiny_dataset32}", "--config.num_steps=2"])
+    workdir = tmp_path / "run"
+    trained = run([*base, "--config", "configs/dae.py:tiny", "--workdir", str(workdir),
+                   f"--config.data_dir={tiny_dataset32}", "--config.num_steps=3", "--config.checkpoint_every=3"])
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert steps() == before
+    # the run with its overrides: metrics of every step, the checkpoint, TensorBoard, the final line
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
+    assert (workdir / "checkpoints" / "3").is_dir() and list((workdir / "tensorboard").iterdir())
+    assert "final: " in trained.stdout
+    # where the start-up went, printed once (the tiny config logs every step)
+    assert len(re.findall(r"start-up: data [\d.]+ s, model [\d.]+ s, first batch [\d.]+ s, first step [\d.]+ s",
+                          trained.stdout)) == 1, trained.stdout[-2000:]
     refused = run([*base, "--config", "configs/s2l.py", "--compile_only"])   # no latent_dim: shapes unknown
     assert refused.returncode == 2 and "--config.latent_dim" in refused.stderr
     refused = run([*base, "--config", "configs/sync.py:tiny", "--compile_only"])
