@@ -70,29 +70,24 @@ def check_speech(audio: np.ndarray, name: str = "the speech") -> np.ndarray:
 
 
 class Talker:
-    def __init__(self, dae: str | Path | Trained, s2l: str | Path | Trained, *, steps: int = 20,
+    def __init__(self, dae: str | Path | Trained, s2l: str | Path | Trained | None, *, steps: int = 20,
                  batch_frames: int = 64):
-        """dae, s2l: training run folders, or (config, model) pairs already in memory."""
+        """dae, s2l: training run folders, or (config, model) pairs already in memory. s2l None: the DiffAE
+        alone (decoding, inversion and reconstruction; no speech)."""
         self.dae_config, dae_model = dae if isinstance(dae, tuple) else load_trained(dae)
-        self.s2l_config, s2l_model = s2l if isinstance(s2l, tuple) else load_trained(s2l)
-        if self.dae_config.task != "dae" or self.s2l_config.task != "s2l":
-            raise UserError(f"--dae must be a DiffAE run and --s2l a speech2latent run; got a "
-                            f"{self.dae_config.task!r} run and a {self.s2l_config.task!r} run")
+        if self.dae_config.task != "dae":
+            raise UserError(f"--dae must be a DiffAE run; got a {self.dae_config.task!r} run")
         z_dim, size = int(self.dae_config.model.z_channels), int(self.dae_config.model.image_size)
-        if int(self.s2l_config.latent_dim) != z_dim:
-            raise UserError(f"the checkpoints do not belong together: speech2latent {s2l} predicts "
-                            f"{self.s2l_config.latent_dim}-d latents but the DiffAE {dae} uses {z_dim}-d ones; "
-                            f"use the DiffAE whose latents it was trained on ({self.s2l_config.dae})")
-        if self.s2l_config.image_size and int(self.s2l_config.image_size) != size:
-            raise UserError(f"the checkpoints do not belong together: speech2latent {s2l} was trained on latents of "
-                            f"a {self.s2l_config.image_size}px DiffAE, but {dae} is {size}px; use "
-                            f"{self.s2l_config.dae}")
+        self.s2l_config, s2l_model = None, None
+        if s2l is not None:
+            self.s2l_config, s2l_model = s2l if isinstance(s2l, tuple) else load_trained(s2l)
+            self._check_pair(dae, s2l, z_dim, size)
         self.schedule = Schedule.of(self.dae_config)
         self.image_size, self.steps = size, check_steps(steps, self.schedule.num_timesteps)
         self.mesh = make_mesh()
         self.batch_frames = -(-batch_frames // self.mesh.size) * self.mesh.size
         self.speech_encoder = None
-        if self.s2l_config.features == "speech":
+        if s2l is not None and self.s2l_config.features == "speech":
             from daetalker_jax.models.wav2vec2 import load_encoder
 
             if not Path(self.s2l_config.speech_model).exists():
@@ -101,13 +96,25 @@ class Talker:
             self.speech_encoder = load_encoder(self.s2l_config.speech_model)
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self._dae_def, self._dae_state = nnx.split(dae_model)
-        self._s2l_def, self._s2l_state = nnx.split(s2l_model)
+        self._s2l_def, self._s2l_state = nnx.split(s2l_model) if s2l is not None else (None, None)
         self._dae_state, self._s2l_state = jax.device_put((self._dae_state, self._s2l_state), replicated)
         self._frames_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self._s2l_fn = jax.jit(self._s2l_window, static_argnums=3)
         self._decode_fn = jax.jit(self._decode)
         self._invert_fn = jax.jit(self._invert)
         self._reconstruct_fn = jax.jit(self._reconstruct, static_argnums=2)
+
+    def _check_pair(self, dae, s2l, z_dim: int, size: int) -> None:
+        if self.s2l_config.task != "s2l":
+            raise UserError(f"--s2l must be a speech2latent run; got a {self.s2l_config.task!r} run")
+        if int(self.s2l_config.latent_dim) != z_dim:
+            raise UserError(f"the checkpoints do not belong together: speech2latent {s2l} predicts "
+                            f"{self.s2l_config.latent_dim}-d latents but the DiffAE {dae} uses {z_dim}-d ones; "
+                            f"use the DiffAE whose latents it was trained on ({self.s2l_config.dae})")
+        if self.s2l_config.image_size and int(self.s2l_config.image_size) != size:
+            raise UserError(f"the checkpoints do not belong together: speech2latent {s2l} was trained on latents of "
+                            f"a {self.s2l_config.image_size}px DiffAE, but {dae} is {size}px; use "
+                            f"{self.s2l_config.dae}")
 
     # --- speech -> latents -------------------------------------------------------------------------------
     def features(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -127,6 +134,8 @@ class Talker:
     def _window(self, audio: np.ndarray, offset: int, a: int, b: int, n: int, win: Windows,
                 pose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Latents and pose of frames [a, b); `audio` starts at frame `offset` and the clip has n frames."""
+        if self._s2l_state is None:
+            raise UserError("this Talker has the DiffAE alone; give it a speech2latent run to turn speech into latents")
         s, e = max(0, a - win.left), min(n, b + win.right)
         total = win.chunk + win.left + win.right
         segment = audio[(s - offset) * SAMPLES_PER_FRAME:(e - offset) * SAMPLES_PER_FRAME]

@@ -48,12 +48,16 @@ def _tmp_checkpoints(workdir: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if "tmp" in p.name] if folder.exists() else []
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, "training ended before the kill"
-        assert time.monotonic() < end, "timed out waiting to kill"
+        assert proc.poll() is None, "the training process ended before the awaited moment"
+        assert time.monotonic() < end, "timed out waiting for the training process"
         time.sleep(0.001)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    _wait_for(proc, ready, timeout)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -61,6 +65,8 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
 def test_kill_9_mid_training_and_mid_checkpoint_write(tiny_dataset32, tmp_path):
     straight, mid_train, mid_write = tmp_path / "straight", tmp_path / "mid_train", tmp_path / "mid_write"
     reference = _start(straight, tiny_dataset32)
+    # the others start once the reference has compiled its step: they load it from the compilation cache
+    _wait_for(reference, lambda: (straight / "metrics.jsonl").exists())
     a = _start(mid_train, tiny_dataset32, checkpoint_every=3)   # killed at step 5 or later: steps after 3 (or 6) redone
     _kill_when(a, lambda: (mid_train / "checkpoints" / "3").exists() and
                len((mid_train / "metrics.jsonl").read_text().splitlines()) >= 5)

@@ -205,3 +205,30 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     assert f"r = {sheet['opening_r']:.2f}, amplitude {sheet['opening_amplitude']:.2f}" in printed
     assert f"over {sheet['frames']} frames" in printed
     assert Image.open(tmp_path / "cli.png").size == (width, height)
+
+
+def test_the_diffae_alone_reconstructs_real_crops_and_bench_real_face_scores_them(talker, dae_run, tiny_dataset32,
+                                                                                   speech, tmp_path):
+    """Talker(dae, None): the DiffAE without speech2latent (what `bench/real_face.py score` uses) reconstructs as
+    the full Talker does and refuses speech; the bench's scores are the PSNR / SSIM of those reconstructions."""
+    from PIL import Image
+
+    from bench.real_face import SHOWN, score
+    from daetalker_jax.metrics.fidelity import psnr, ssim
+    from daetalker_jax.synth.probe import clip_frames
+
+    alone = Talker(dae_run, None, steps=5, batch_frames=16)
+    real = np.concatenate([v for _, v in sorted(clip_frames(tiny_dataset32, "test").items())])
+    z, inverted = alone.reconstruct(real, 3)
+    z_full, inverted_full = talker.reconstruct(real, 3)
+    np.testing.assert_array_equal(z, z_full)
+    np.testing.assert_array_equal(inverted, inverted_full)
+    with pytest.raises(UserError, match="DiffAE alone"):
+        alone.latents(speech)
+    result = score(dae_run, tiny_dataset32, tmp_path, split="test", steps=5, invert_steps=3, seed=0, batch_frames=16)
+    shared = np.stack(list(alone.frames(z, alone.noise(0))))
+    assert result["frames"] == len(real) and result["invert_steps"] == 3
+    assert result["psnr_inverted"] == pytest.approx(psnr(inverted, real), abs=1e-9)
+    assert result["ssim_shared_xT"] == pytest.approx(ssim(shared, real), abs=1e-9)
+    assert json.loads((tmp_path / "real_face.json").read_text()) == result
+    assert Image.open(tmp_path / "real_face.png").size == (90 + SHOWN * 32, 3 * 32)

@@ -37,8 +37,9 @@ def prepared(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
     speech = np.pad(speech, (0, max(0, n - len(speech))))[:n]
     clips = tmp_path_factory.mktemp("real")
     write_mp4(clips / "carphone.mp4", video.frames, speech, fps=30)
+    (clips / "clips.txt").write_text("carphone.mp4,train\n")   # a folder would split by a hash of the tmp path
     data = tmp_path_factory.mktemp("real_data")
-    summary = prepare(clips, data, PrepareConfig(size=128), workers=1)
+    summary = prepare(clips / "clips.txt", data, PrepareConfig(size=128), workers=1)
     assert summary["clips"] == 1 and summary["skipped"] == [] and summary["frames"] == 100   # 4.0 s at 25 fps
     return clips / "carphone.mp4", data, speech
 
