@@ -33,16 +33,18 @@ from flax import nnx
 
 from daetalker_jax.data.clip_arrays import ClipArrays
 from daetalker_jax.data.features import log_mel
-from daetalker_jax.data.pipeline import clip_audio, data_source
+from daetalker_jax.data.pipeline import clip_audio, clip_name, data_source
 from daetalker_jax.evaluation.suite import speech_groups
 from daetalker_jax.media import SAMPLE_RATE
 from daetalker_jax.metrics.lipsync import sync_scores
 from daetalker_jax.synth import recordings
 from daetalker_jax.synth.articulation import mouth_track
+from daetalker_jax.synth.corpus import GROUPS
 from daetalker_jax.synth.probe import opening_track
 from daetalker_jax.trainers.base import load_trained
 
 RIDGE = 1.0   # on z-normalised latents
+GROUP_SETS = GROUPS + ("no_group",)   # the test clips' sets; speakers and degraded copies are not in "all"
 
 
 @dataclass
@@ -70,9 +72,7 @@ class LatentProbe:
 def _clips(data: Path, split: str):
     source = data_source(str(data), "clips", split)
     for i in range(len(source)):
-        ex = source[i]
-        name = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
-        yield name, ex
+        yield clip_name(source[i]), source[i]
 
 
 def fit_probe(data: Path, corpus: Path) -> LatentProbe:
@@ -181,13 +181,11 @@ def score(tracks: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, dict[st
     """{set: mean r, amplitude, mae and clip count}; "all" is every clean test clip."""
     per_set: dict[str, list[dict]] = {}
     for name, predicted, truth in tracks:
-        for key in {name, "all"} if "+" not in name and name in GROUP_SETS else {name}:
+        for key in {name, "all"} if name in GROUP_SETS else {name}:
             per_set.setdefault(key, []).append(sync_scores(predicted, truth))
     return {k: {**{m: float(np.nanmean([s[m] for s in v])) for m in ("r", "amplitude", "mae")}, "clips": len(v)}
             for k, v in per_set.items()}
 
-
-GROUP_SETS = ("tts_seen", "tts_held_out", "real_seen", "real_held_out", "user", "no_group")
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 
 Variants (`--config configs/dae.py:<variant>`): 128 (default), 256 (FFHQ-256 layout), 64, ref (the
 10-minute GPU reference run: 128 px, 64 base channels, v prediction, mouth weight), cpu (the main job on a
-CPU: 32 px, 16-64 channels, fp32, v prediction, mouth weight 30; 6,000 steps, ~11 minutes on 2 cores), tiny (CPU
+CPU: 32 px, 16-64 channels, fp32, v prediction, mouth weight 30; 6,000 steps, ~20 minutes on 2 cores), tiny (CPU
 tests: 32 px, a few channels, fp32).
 """
 
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "ref":               # the 10-minute GPU reference run (launch/reference_run.sh)
         c.batch_size, c.learning_rate, c.ema_decay, c.prediction, c.mouth_weight = 32, 1e-3, 0.999, "v", 30.0
         c.checkpoint_every, c.sample_every = 1000, 0
-    if variant == "cpu":               # the main job on a 2-core CPU: ~0.11 s per step, 6000 steps
+    if variant == "cpu":               # the main job on a 2-core CPU: ~0.2 s per step (2026-12-07), 6000 steps
         # Found by a sweep (stop-15 note of the generation issue): decoded held-out latents follow the mouth
         # (probe r 0.75 at 2500 steps) only with the mouth weight; lr 2e-3 + weight 30 gets there soonest.
         c.batch_size, c.num_steps, c.data_workers, c.learning_rate, c.ema_decay = 8, 6000, 0, 2e-3, 0.99

@@ -48,6 +48,12 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, dict]:
     return out, corpus.build(TINY, out, workers=1)
 
 
+def first_test_clip(tiny_corpus: tuple[Path, dict]) -> Path:
+    """The mp4 of the tiny corpus' first test clip (its sidecar: the same name with .json)."""
+    corpus_dir, manifest = tiny_corpus
+    return corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_corpus, tmp_path_factory) -> tuple[Path, dict]:
     """The tiny corpus prepared into a TFDS dataset (sidecar crop and pose)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_audio
+from conftest import first_test_clip, write_audio
 from daetalker_jax.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,9 +228,8 @@ CASES: dict[str, Case] = {
 @pytest.fixture
 def inputs(dae_run, s2l_run, tiny_dataset32, tiny_corpus, speech, tmp_path) -> Inputs:
     good = write_audio(tmp_path / "good.wav", speech, 16000, "pcm_s16le")
-    corpus_dir, manifest = tiny_corpus
-    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
-    return Inputs(tmp_path, dae_run, s2l_run, tiny_dataset32, speech, good, clip, tmp_path / "out")
+    return Inputs(tmp_path, dae_run, s2l_run, tiny_dataset32, speech, good, first_test_clip(tiny_corpus),
+                  tmp_path / "out")
 
 
 def _run(case: Case, argv: list[str], capsys) -> tuple[int, str]:

@@ -100,14 +100,14 @@ def _recompute_first_clip(report: dict, dae_run, s2l_run, data, corpus_clips):
     """The report's numbers for the split's first clip against the same clip made and scored by hand through the
     public API (Talker, the metrics): catches clips or frames paired wrongly in the suite's batching across clips,
     and the speech fed at the wrong scale."""
-    from daetalker_jax.data.pipeline import clip_audio, data_source
+    from daetalker_jax.data.pipeline import clip_audio, clip_name, data_source
     from daetalker_jax.metrics.fidelity import psnr, ssim
     from daetalker_jax.metrics.lipsync import sync_scores
     from daetalker_jax.synth.probe import MouthProbe, clip_frames, opening_track
     from daetalker_jax.talker import Talker
 
     ex = data_source(str(data), "clips", "test")[0]
-    clip_id = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
+    clip_id = clip_name(ex)
     talker = Talker(dae_run, s2l_run, steps=2)
     z, _ = talker.latents(clip_audio(ex), np.asarray(ex["pose"], np.float64))
     real = clip_frames(data, "test")[clip_id]

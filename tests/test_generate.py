@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_audio
+from conftest import first_test_clip, write_audio
 from daetalker_jax.errors import UserError
 from daetalker_jax.media import read_mp4
 from daetalker_jax.talker import OFFLINE, STREAMING, Talker, Windows
@@ -50,8 +50,7 @@ def test_streaming_into_a_new_folder_at_another_video_size(dae_run, s2l_run, spe
     pose comes from a reference video (`video:`) and x_T from a reference frame."""
     from PIL import Image
 
-    corpus_dir, manifest = tiny_corpus
-    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+    clip = first_test_clip(tiny_corpus)
     Image.fromarray(read_mp4(clip).frames[0]).save(tmp_path / "ref.png")
     wav = write_audio(tmp_path / "speech.wav", speech, 16000, "pcm_s16le")
     out = tmp_path / "new" / "sub" / "o.mp4"
@@ -69,10 +68,9 @@ def test_pose_from_a_reference_video_follows_its_head(tiny_corpus):
     degrees, so only the correlation is checked)."""
     from daetalker_jax.generation.pose import parse_pose
 
-    corpus_dir, manifest = tiny_corpus
-    entry = next(c for c in manifest["clips"] if c["split"] == "test")
-    truth = json.loads((corpus_dir / entry["file"]).with_suffix(".json").read_text())["frames"]
-    pose = parse_pose(f"video:{corpus_dir / entry['file']}")
+    clip = first_test_clip(tiny_corpus)
+    truth = json.loads(clip.with_suffix(".json").read_text())["frames"]
+    pose = parse_pose(f"video:{clip}")
     assert pose.shape == (len(truth["yaw"]), 3) and np.isfinite(pose).all()
     assert np.corrcoef(pose[:, 0], truth["yaw"])[0, 1] > 0.8
 
@@ -180,8 +178,7 @@ def test_contact_sheet_of_a_video_made_from_a_corpus_clip(talker, tiny_corpus, t
     from daetalker_jax.generation.sheet import contact_sheet, main
     from daetalker_jax.synth.probe import clip_frames
 
-    corpus_dir, manifest = tiny_corpus
-    clip = corpus_dir / next(c for c in manifest["clips"] if c["split"] == "test")["file"]
+    clip = first_test_clip(tiny_corpus)
     summary = talker.generate(clip, tmp_path / "talking.mp4", progress=False)
     assert summary["frames"] == len(read_mp4(clip).frames)   # same speech, same number of frames
     sheet = contact_sheet(tmp_path / "talking.mp4", clip, tiny_dataset32, tmp_path / "sheet.png")

@@ -37,6 +37,12 @@ def clip_audio(example: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(example["audio"], np.float32) / PCM_SCALE
 
 
+def clip_name(example: Mapping[str, Any]) -> str:
+    """A clip record's `clip_id` as str (the records hold it as bytes)."""
+    name = example["clip_id"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def data_source(data_dir: str, config: str, split: str):
     """The TFDS ArrayRecord source (random access, TF-free); data_dir may be local or a bucket path."""
     import tensorflow_datasets as tfds

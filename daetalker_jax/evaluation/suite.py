@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from daetalker_jax.data.pipeline import clip_audio, data_source
+from daetalker_jax.data.pipeline import clip_audio, clip_name, data_source
 from daetalker_jax.errors import UserError
 from daetalker_jax.evaluation.pixels import map_in, pixel_scores
 from daetalker_jax.metrics.lipsync import amplitude, pearson, sync_scores
@@ -150,7 +150,7 @@ def evaluate_clips(talker: Talker, data_dir: Path, corpus_clips: Path | None, *,
     n_clips = len(source) if max_clips is None else min(max_clips, len(source))
     for i in tqdm(range(n_clips), desc="speech2latent", unit="clip"):
         ex = source[i]
-        clip_id = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else str(ex["clip_id"])
+        clip_id = clip_name(ex)
         real, true_pose = crops[clip_id], np.asarray(ex["pose"], np.float64)
         z, used_pose = talker.latents(clip_audio(ex), true_pose if pose_given else None)
         n = min(len(z), len(real))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from daetalker_jax.data.pipeline import data_source
+from daetalker_jax.data.pipeline import clip_name, data_source
 from daetalker_jax.errors import UserError
 
 SIDE = 32          # feature resolution
@@ -31,14 +31,12 @@ def _features(frames: np.ndarray) -> np.ndarray:
 def clip_frames(data_dir: str | Path, split: str) -> dict[str, np.ndarray]:
     """{clip_id: (n, S, S, 3) uint8 crops in frame order} of one split of a prepared dataset."""
     clips = data_source(str(data_dir), "clips", split)
-    names = {int(clips[i]["clip"]): clips[i]["clip_id"] for i in range(len(clips))}
+    names = {int(clips[i]["clip"]): clip_name(clips[i]) for i in range(len(clips))}
     frames = data_source(str(data_dir), "frames", split)
     by_clip: dict[str, list[tuple[int, np.ndarray]]] = {}
     for i in range(len(frames)):
         ex = frames[i]
-        name = names[int(ex["clip"])]
-        name = name.decode() if isinstance(name, bytes) else name
-        by_clip.setdefault(name, []).append((int(ex["frame"]), ex["image"]))
+        by_clip.setdefault(names[int(ex["clip"])], []).append((int(ex["frame"]), ex["image"]))
     return {k: np.stack([img for _, img in sorted(v, key=lambda p: p[0])]) for k, v in by_clip.items()}
 
 
