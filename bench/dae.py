@@ -5,13 +5,14 @@ Run (GPU machine): python bench/dae.py [--sizes 128 256] [--train-batch 64 24] [
     [--official /scratch/diffae]
 --sizes takes any configs/dae.py variant (e.g. ref: the reference run's smaller 128 px model, no anchor).
 --official: a copy of the official PyTorch code; bench/official.py then times it first, in a subprocess on the same
-GPU, at our own training and DDIM batches, and the ratios are against those numbers (else against ANCHORS.md's,
-measured on another day). A ratio is only given between equal batches (the official code's per-image speed grows with
-the batch; ANCHORS.md has training at 32 / 16 and DDIM at 50 only, and its 256 px DDIM figure is not used: see
-ANCHOR_DDIM); where the official code runs out of the GPU's memory at our batch the row says OOM (on an 80 GB H100 its
+GPU, at our own training and DDIM batches, and the ratios are against those numbers (else against the anchors:
+the official code timed on an H100 on 2026-11-24, given in the performance issue, ANCHOR_TRAIN / ANCHOR_DDIM
+below). A ratio is only given between equal batches (the official code's per-image speed grows with the batch; the
+anchors have training at 32 / 16 and DDIM at 50 only, and their 256 px DDIM figure is not used: see ANCHOR_DDIM);
+where the official code runs out of the GPU's memory at our batch the row says OOM (on an 80 GB H100 its
 training fits 64 images at 128 px, 24 at 256 px).
 MFU = the step's matmul/conv FLOPs (counted from its jaxpr) / time / (801 TFLOP/s x devices), the bf16 matmul ceiling
-measured on our H100 (ANCHORS.md). Prints a Markdown table with the official code's anchor numbers.
+measured on our H100 (the anchors). Prints a Markdown table with the official code's anchor numbers.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from configs import dae
 from daetalker_jax.trainers.base import build, make_mesh, peak_tflops
 from daetalker_jax.trainers.dae import DAETask
 
-# Official DiffAE on the same H100 model (ANCHORS.md, 2026-11-24): img/s
+# Official DiffAE on the same H100 model (the anchors, 2026-11-24): img/s
 # keyed (size, batch); None (from an official run): out of the GPU's memory at that batch
 ANCHOR_TRAIN = {(128, 32): 169.0, (256, 16): 51.0}    # fp16 AMP eager, what the official code runs
-# bf16 + torch.compile, one denoising step. ANCHORS.md's 256 px figure (247) is left out: it was timed in the process
+# bf16 + torch.compile, one denoising step. The anchor's 256 px figure (247) is left out: it was timed in the process
 # that had compiled the 128 px model first, so torch.compile recompiled with dynamic shapes; compiled on its own the
 # official 256 px step runs 461 img/s on an H100 (bench/RESULTS.md, stop 27). Time it with --official instead.
 ANCHOR_DDIM = {(128, 50): 1470.0}
@@ -125,7 +126,7 @@ def main() -> None:
     args = p.parse_args()
     if len(args.train_batch) != len(args.sizes):
         p.error(f"--train-batch needs one value per size ({len(args.sizes)}), got {len(args.train_batch)}")
-    anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "ANCHORS.md"
+    anchors, source = (ANCHOR_TRAIN, ANCHOR_DDIM), "the official code's anchors (2026-11-24)"
     if args.official:
         paper = sorted({int(s) for s in args.sizes if s in ("128", "256")})
         train = {int(s): b for s, b in zip(args.sizes, args.train_batch) if b and s in ("128", "256")}

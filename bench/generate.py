@@ -4,7 +4,7 @@ default 4+4-block Conformer, windowed as `Talker.latents`). Random weights at th
 speech is synthetic (its content does not change the cost). Compile time is excluded (one warm-up call).
 
 Run (GPU machine): python bench/generate.py [--sizes 128 256] [--steps 10 20 50 100] [--seconds 10]
-Prints a Markdown table; the official DiffAE code needs 2.9 s/s at 256 px with 20 steps as it ships, eager (ANCHORS.md;
+Prints a Markdown table; the official DiffAE code needs 2.9 s/s at 256 px with 20 steps as it ships, eager (the anchors;
 its DDIM step under torch.compile would take ~1.1 s/s: bench/RESULTS.md, stop 27).
 """
 
@@ -22,7 +22,7 @@ from daetalker_jax.talker import Talker
 from daetalker_jax.trainers.dae import DAETask
 from daetalker_jax.trainers.s2l import S2LTask
 
-ANCHOR_S_PER_S = {(256, 20): 2.9}   # official DiffAE as it ships (eager), 25 fps, ANCHORS.md
+ANCHOR_S_PER_S = {(256, 20): 2.9}   # official DiffAE as it ships (eager), 25 fps, the anchors
 
 
 def random_models(size: int):

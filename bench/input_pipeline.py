@@ -3,7 +3,7 @@
 Run: python bench/input_pipeline.py [--sizes 128 256] [--frames 3000] [--workers 0 2 4 8]
 It first writes a prepared dataset of rendered synthetic frames to --data (reused when present), then
 times `frame_dataset` -> `to_global` for each worker count and prints a table against the rates one
-H100 training step needs (ANCHORS.md targets: >= 550 img/s at 128, >= 160 img/s at 256).
+H100 training step needs (the anchors' targets: >= 550 img/s at 128, >= 160 img/s at 256).
 """
 
 from __future__ import annotations

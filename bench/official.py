@@ -8,14 +8,14 @@ Run (GPU machine): python bench/official.py --code /scratch/diffae --sizes 128 2
     [--ddim-batch 50 100 200]
 Training step: encoder + UNet forward/backward with the DDPM eps loss, fp16 autocast + GradScaler, Adam, grad-norm
 clip 1 (what the official FFHQ configs run: Lightning precision 16), eager; its per-step EMA is left out, as in
-ANCHORS.md (so the ratio against our step, which includes the EMA, is conservative). On an 80 GB H100 it runs out of
+the anchors (so the ratio against our step, which includes the EMA, is conservative). On an 80 GB H100 it runs out of
 memory at batch 128 at 128 px (64 fits) and at 32 at 256 px (24 fits): such a batch is recorded as null in the JSON
 and OOM in the table, not as an error. DDIM step: one UNet forward at a given z_sem, bf16 autocast + torch.compile
 (the fastest way to run the official network we know), at each --ddim-batch: per image it gets faster with the batch
 (128 px on an H100: 1,280-1,590 img/s at 50, 1,676-1,716 at 100, 1,769-1,786 at 200), so a ratio means something only
 between equal batches. Each measurement starts from a fresh torch.compile state: a second shape compiled in the same
 process is recompiled with dynamic shapes and runs much slower (256 px after 128 px: 248 img/s instead of 461, which is
-where ANCHORS.md's 247 came from).
+where the anchor's 247 came from).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256], choices=sorted(CONFIGS))
     p.add_argument("--train-batch", type=int, nargs="+", default=[64, 24],
                    help="per size (0: skip training); default: the largest batches tried that fit on an 80 GB H100, as "
-                   "bench/dae.py's default (ANCHORS.md timed 32 / 16)")
+                   "bench/dae.py's default (the anchors timed 32 / 16)")
     p.add_argument("--ddim-batch", type=int, nargs="+", default=[50],
                    help="one measurement each (the official code is faster per image at larger batches, so compare "
                    "equal batches); 0: skip the DDIM step")

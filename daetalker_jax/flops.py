@@ -1,7 +1,7 @@
 """FLOPs of a JAX function counted from its jaxpr (2 per multiply-add in convolutions and matmuls).
 
 XLA's cost analysis misses the convolutions that GPU backends hand to cuDNN, so MFU is computed from
-this count instead; it matches torch's FlopCounterMode convention used in ANCHORS.md.
+this count instead; it matches torch's FlopCounterMode convention used in the anchors.
 """
 
 from __future__ import annotations

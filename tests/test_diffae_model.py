@@ -18,7 +18,7 @@ TINY = DiffAEConfig(image_size=32, model_channels=32, channel_mult=(1, 2), enc_c
 
 @pytest.mark.parametrize("cfg,unet,encoder", [(FFHQ128, 103_871_619, 24_673_536), (FFHQ256, 138_341_891, 30_150_400)])
 def test_official_parameter_counts(cfg, unet, encoder):
-    """Counts of the official constructors (ANCHORS.md: 128.5 M at 128 px, 168.5 M at 256 px)."""
+    """Counts of the official constructors (the anchors: 128.5 M at 128 px, 168.5 M at 256 px)."""
     model = nnx.eval_shape(lambda: DiffAE(cfg, rngs=nnx.Rngs(0)))
     assert count_params(model.unet) == unet and count_params(model.encoder) == encoder
     assert round(count_params(model) / 1e6, 1) == {128: 128.5, 256: 168.5}[cfg.image_size]
@@ -50,7 +50,7 @@ def test_bf16_compute_keeps_fp32_params_and_norms():
 
 
 def test_flop_count_matches_the_official_counter():
-    """ANCHORS.md (torch FlopCounterMode on the official code): 147.7 (UNet) + 19.0 (encoder) GFLOP/img at 128."""
+    """The anchors (torch FlopCounterMode on the official code): 147.7 (UNet) + 19.0 (encoder) GFLOP/img at 128."""
     from daetalker_jax.flops import count_flops
 
     model = nnx.eval_shape(lambda: DiffAE(FFHQ128, rngs=nnx.Rngs(0)))

@@ -30,12 +30,12 @@ from daetalker_jax.errors import UserError, atomic_path, ensure_writable_dir
 from daetalker_jax.flops import count_flops
 from daetalker_jax.trainers.packing import packings
 
-# measured bf16 matmul ceilings per device, for MFU: H100 ANCHORS.md; H200 the device notes (788 on random data)
+# measured bf16 matmul ceilings per device, for MFU: H100 from the anchors; H200 the device notes (788 on random data)
 PEAK_TFLOPS = {"H100": 801.0, "H200": 788.0}
 
 
 def peak_tflops() -> float | None:
-    """The bf16 matmul ceiling MFU is quoted against (ANCHORS.md), for the first device's kind; None if unknown."""
+    """The bf16 matmul ceiling MFU is quoted against (the anchors), for the first device's kind; None if unknown."""
     kind = jax.devices()[0].device_kind
     return next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
 
