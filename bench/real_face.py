@@ -129,7 +129,7 @@ def score(dae: Path, data: Path, out: Path, *, split: str, steps: int, invert_st
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fetch", help="fetch the clips, mux silence in, hold out the last 10 s")
@@ -144,10 +144,10 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the shared x_T")
     s.add_argument("--batch-frames", type=int, default=128)
     s.add_argument("--max-frames", type=int, default=0, help="score N evenly spaced frames (default: all)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.command == "fetch":
         fetch(args.out)
-        return
+        return 0
     r = score(args.dae, args.data, args.out, split=args.split, steps=args.steps, invert_steps=args.invert_steps,
               seed=args.seed, batch_frames=args.batch_frames, max_frames=args.max_frames)
     print(f"| frames | size | PSNR / SSIM, inverted x_T ({r['invert_steps']} steps) | "
@@ -155,7 +155,10 @@ def main() -> None:
           f"| {r['frames']} | {r['size']} | {r['psnr_inverted']:.2f} / {r['ssim_inverted']:.3f} | "
           f"{r['psnr_shared_xT']:.2f} / {r['ssim_shared_xT']:.3f} |")
     print(f"wrote {args.out / 'real_face.json'} and {args.out / 'real_face.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from daetalker_jax.errors import run_cli
+
+    run_cli(main)
